@@ -8,6 +8,7 @@ Standard library only, so a download works wherever cnnlab imports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -120,17 +121,13 @@ def _copy(response: http.client.HTTPResponse, out: BinaryIO, done: int, total: i
           name: str, progress: bool) -> int:
     """Stream the body into ``out``; returns the number of bytes now in the file."""
     bar = _progress_bar(progress)
-    if bar is None:
+    with bar if bar is not None else contextlib.nullcontext():
+        task = bar.add_task(name, total=total, completed=done) if bar is not None else None
         while chunk := response.read(_CHUNK):
             out.write(chunk)
             done += len(chunk)
-        return done
-    with bar:
-        task = bar.add_task(name, total=total, completed=done)
-        while chunk := response.read(_CHUNK):
-            out.write(chunk)
-            done += len(chunk)
-            bar.update(task, completed=done)
+            if bar is not None:
+                bar.update(task, completed=done)
     return done
 
 
