@@ -32,8 +32,9 @@ MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 class TrainConfig:
     """How to train. Defaults are the recipe `cnnlab train` uses; see README "Training defaults".
 
-    lr None means the optimiser's usual rate, scaled for the one-cycle peak: Adam 1e-3 (3e-3 as a
-    one-cycle peak, since the schedule spends most steps far below it), SGD 0.01, RMSprop 1e-3.
+    schedule None means: one-cycle when `lr` is not given (peak = 3x the optimiser's usual rate,
+    since the schedule spends most steps well below its peak), constant when it is, so an explicit
+    learning rate is used exactly as given. Usual rates: Adam 1e-3, SGD 0.01, RMSprop 1e-3.
     """
     epochs: int = 2
     batch_size: int = 128
@@ -41,7 +42,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    schedule: str = "onecycle"
+    schedule: str | None = None
     label_smoothing: float = 0.0
     validation_split: float = 0.0
     shuffle: bool = True
@@ -57,18 +58,22 @@ class TrainConfig:
         _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
         _check(self.lr is None or self.lr > 0, "lr", self.lr, "a positive number")
-        _check(self.schedule in SCHEDULES, "schedule", self.schedule, " or ".join(SCHEDULES))
+        _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule, " or ".join(SCHEDULES))
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(0 <= self.validation_split < 1, "validation_split", self.validation_split, "a number in [0, 1)")
         _check(self.monitor in MONITORS, "monitor", self.monitor, " or ".join(MONITORS))
         _check(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
                "early_stopping_patience", self.early_stopping_patience, "an integer >= 0")
 
+    @property
+    def resolved_schedule(self) -> str:
+        return self.schedule or ("constant" if self.lr is not None else "onecycle")
+
     def peak_lr(self) -> float:
         if self.lr is not None:
             return self.lr
         base = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "rmsprop": 1e-3}[self.optimizer]
-        return base * 3 if self.schedule == "onecycle" else base
+        return base * 3 if self.resolved_schedule == "onecycle" else base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,12 +132,12 @@ def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.schedule == "onecycle":
+    if config.resolved_schedule == "onecycle":
         # Short warm-up then a long cosine anneal: large early steps, a fine finish in few epochs.
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=config.peak_lr(), total_steps=total_steps, pct_start=0.2,
             div_factor=10, final_div_factor=100, cycle_momentum=config.optimizer == "sgd")
-    if config.schedule == "cosine":
+    if config.resolved_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 

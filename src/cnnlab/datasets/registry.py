@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.datasets.download import cache_dir
 from cnnlab.datasets.idx import IDXError, read_idx
+from cnnlab.datasets.remote import REMOTE, load_remote, remote_folder
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -46,14 +48,6 @@ class IDXSource:
     how_to_get: str
 
 
-def cache_dir() -> Path:
-    """`$CNNLAB_DATA`, else `$XDG_CACHE_HOME/cnnlab`, else `~/.cache/cnnlab`."""
-    if os.environ.get("CNNLAB_DATA"):
-        return Path(os.environ["CNNLAB_DATA"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnlab"
-
-
 BUNDLED = Path(__file__).resolve().parent / "_mnist"
 
 SOURCES: dict[str, IDXSource] = {
@@ -86,6 +80,11 @@ SOURCES: dict[str, IDXSource] = {
 }
 
 
+def names() -> list[str]:
+    """Every built-in dataset: the local ones, then those downloaded on first use."""
+    return [*SOURCES, *REMOTE]
+
+
 def candidate_folders(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     src = _source(name)
     found = [Path(data_dir).expanduser()] if data_dir else []
@@ -102,8 +101,12 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True) -> Dataset:
-    """Load a built-in dataset as uint8 (N, H, W, 1) images and int64 labels."""
+def load(name: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True,
+         download: bool = True) -> Dataset:
+    """Load a built-in dataset as uint8 (N, H, W, C) images and int64 labels."""
+    if name in REMOTE:
+        return Dataset(name, *load_remote(name, data_dir=data_dir, download=download),
+                       source=str(remote_folder(name, data_dir=data_dir)))
     src = _source(name)
     folder = locate(name, data_dir)
     if folder is None:
@@ -121,7 +124,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, verify: bool =
 
 def _source(name: str) -> IDXSource:
     if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(SOURCES)}")
+        raise ValueError(f"unknown dataset {name!r}, expected one of {', '.join(names())} or an image folder")
     return SOURCES[name]
 
 

@@ -1,0 +1,125 @@
+"""Model files and run folders: safetensors weights with the spec, class names and preprocessing beside them.
+
+Nothing is ever pickled or unpickled: a model file from a stranger is tensors plus JSON.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
+from cnnlab.layers import ModelSpec, SpecError
+from cnnlab.model import build
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file or run folder is missing, damaged, or not a cnnlab model."""
+
+
+@dataclass
+class SavedModel:
+    """What a model file holds: enough to rebuild the module and preprocess its inputs."""
+    spec: ModelSpec
+    state: dict[str, torch.Tensor]
+    class_names: list[str]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    name: str = "sequential"
+
+    def module(self) -> torch.nn.Sequential:
+        module = build(self.spec)
+        try:
+            module.load_state_dict(self.state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelFileError(f"the weights do not fit the model's spec: {first}") from None
+        return module.eval()
+
+
+def model_bytes(spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+                preprocessing: dict[str, Any], name: str = "sequential") -> bytes:
+    meta = {"format_version": FORMAT_VERSION, "name": name, "spec": spec.to_dict(),
+            "class_names": list(class_names), "preprocessing": preprocessing}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    return st_save(state, metadata={"cnnlab": json.dumps(meta)})
+
+
+def save_model(path: str | os.PathLike, spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+               preprocessing: dict[str, Any], name: str = "sequential") -> Path:
+    """Write one `.safetensors` file atomically (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"model files end in .safetensors, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, model_bytes(spec, module, class_names, preprocessing, name))
+    return path
+
+
+def model_path(path: str | os.PathLike) -> Path:
+    """A model file, or the model file inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise ModelFileError(f"no model at {str(path)!r}: expected a run folder (runs/NAME) or a .safetensors file")
+    return path
+
+
+def read_model(path: str | os.PathLike) -> SavedModel:
+    path = model_path(path)
+    raw = path.read_bytes()
+    try:
+        state = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    meta_text = (header.get("__metadata__") or {}).get("cnnlab")
+    if meta_text is None:
+        raise ModelFileError(f"{path}: a safetensors file without cnnlab metadata (spec and class names)")
+    try:
+        meta = json.loads(meta_text)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(f"{path}: model format version {meta.get('format_version')!r}, "
+                                 f"this cnnlab reads version {FORMAT_VERSION}")
+        spec = ModelSpec.from_dict(meta["spec"])
+        spec.shapes()
+        class_names = [str(c) for c in meta["class_names"]]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError) as exc:
+        raise ModelFileError(f"{path}: damaged cnnlab metadata ({exc})") from None
+    return SavedModel(spec, state, class_names, dict(meta.get("preprocessing") or {}), str(meta.get("name", "sequential")))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"missing {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    keys = list(history)
+    out = _io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
+    return out.getvalue()
