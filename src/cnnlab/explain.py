@@ -259,7 +259,7 @@ def _as_input(module: nn.Module, x: np.ndarray | torch.Tensor) -> torch.Tensor:
             arr = arr.astype(np.float32) / 255.0
         elif not np.issubdtype(arr.dtype, np.floating):
             raise ValueError(f"an image must be uint8 or float in [0, 1], got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
+        t = torch.tensor(arr.transpose(2, 0, 1))[None]  # copies: the caller's array may be read-only
 
     first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None and t.shape[1] != first.in_channels:
