@@ -131,8 +131,9 @@ def explain(w: Windows, in_channels: int | None = None, filters: int | None = No
         else:
             before, after = w.pad[a]
             lines.append(f"  output {axis} = ceil({n} / {s}) = {out}")
+            what = "zero padding" if w.kind == "conv" else "padding (cells the pooling ignores)"
             lines.append(
-                f"  zero padding: max(({out} - 1) * {s} + {k} - {n}, 0) = {before + after} in total, "
+                f"  {what}: max(({out} - 1) * {s} + {k} - {n}, 0) = {before + after} in total, "
                 f"{before} before and {after} after"
             )
     oh, ow = w.output_size

@@ -254,7 +254,7 @@ def conv_explainer(
             r, c = w.positions[i]
             ax_in.add_patch(Rectangle((c, r), kw, kh, fill=False, edgecolor=colour, linestyle=style, linewidth=2.5))
     _grid_axes(ax_in, -left, w_in + right, -top, h_in + bottom)
-    pad_note = f", grey = zero padding ({top}/{bottom} rows, {left}/{right} cols)" if padding == "same" else ""
+    pad_note = f", grey = {'zero ' if not pool else ''}padding ({top}/{bottom} rows, {left}/{right} cols)" if padding == "same" else ""
     ax_in.set_title(f"input {h_in}x{w_in}{pad_note}\nnumber = centre of window; red: first window, orange: second",
                     fontsize=9)
 
