@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cnnlab.conv_arithmetic import conv_output_size, same_padding
+
 Shape = tuple[int, ...]
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "gelu", "linear", "elu", "selu", "silu", "leaky_relu")
@@ -53,17 +55,6 @@ def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{what} must be a positive integer, got {value!r}")
     return value
-
-
-def conv_output_size(n: int, k: int, stride: int, padding: str) -> int:
-    """Keras's rule: valid -> floor((n - k) / s) + 1; same -> ceil(n / s)."""
-    return math.ceil(n / stride) if padding == "same" else (n - k) // stride + 1
-
-
-def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
-    """(before, after) zero padding of TF/Keras 'same'; the odd pixel goes after (bottom/right)."""
-    total = max((math.ceil(n / stride) - 1) * stride + k - n, 0)
-    return total // 2, total - total // 2
 
 
 @dataclass(frozen=True)
@@ -130,7 +121,7 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         if self.padding == "valid" and (kh > h or kw > w):
             raise self._fail(shape, f"kernel {kh}x{kw} is larger than the {h}x{w} input with padding='valid'")
-        return (conv_output_size(h, kh, sh, self.padding), conv_output_size(w, kw, sw, self.padding), self.filters)
+        return (conv_output_size(h, kh, self.padding, sh), conv_output_size(w, kw, self.padding, sw), self.filters)
 
     def params(self, shape: Shape) -> tuple[int, int]:
         kh, kw = self.kernel_size
@@ -158,7 +149,7 @@ class _Pooling2D(Layer):
         (ph, pw), (sh, sw) = self.pool_size, self.stride_pair
         if self.padding == "valid" and (ph > h or pw > w):
             raise self._fail(shape, f"pool {ph}x{pw} is larger than the {h}x{w} input with padding='valid'")
-        return (conv_output_size(h, ph, sh, self.padding), conv_output_size(w, pw, sw, self.padding), c)
+        return (conv_output_size(h, ph, self.padding, sh), conv_output_size(w, pw, self.padding, sw), c)
 
 
 @dataclass(frozen=True)

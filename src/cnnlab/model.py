@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab import layers as L
+from cnnlab.conv_arithmetic import same_padding
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -69,7 +70,7 @@ def _conv(spec: L.Conv2D, shape: L.Shape) -> nn.Module:
     pad: list[nn.Module] = []
     padding: tuple[int, int] = (0, 0)
     if spec.padding == "same":
-        (top, bottom), (left, right) = L.same_padding(h, kh, sh), L.same_padding(w, kw, sw)
+        (top, bottom), (left, right) = same_padding(h, kh, sh), same_padding(w, kw, sw)
         if top == bottom and left == right:
             padding = (top, left)
         else:
@@ -83,7 +84,7 @@ def _pool(spec: L._Pooling2D, shape: L.Shape) -> nn.Module:
     kind = "max" if isinstance(spec, L.MaxPooling2D) else "avg"
     (ph, pw), (sh, sw) = spec.pool_size, spec.stride_pair
     if spec.padding == "same":
-        (top, bottom), (left, right) = L.same_padding(h, ph, sh), L.same_padding(w, pw, sw)
+        (top, bottom), (left, right) = same_padding(h, ph, sh), same_padding(w, pw, sw)
         if top or bottom or left or right:
             return SamePool2d(kind, (ph, pw), (sh, sw), (left, right, top, bottom))
     return nn.MaxPool2d((ph, pw), (sh, sw)) if kind == "max" else nn.AvgPool2d((ph, pw), (sh, sw))

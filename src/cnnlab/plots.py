@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,22 +19,19 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.conv_arithmetic import conv_windows, explain, pool_windows
 from cnnlab.explain import TopLosses
+from cnnlab.fsutil import atomic_path
 
 
 def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write `fig` as PNG: into a temporary file in the same folder, then renamed over `path`,
-    so a reader (the web page, an image viewer) never sees half a file. Pixel size = inches * dpi."""
+    """Write `fig` as PNG atomically, so a reader (the web page, an image viewer) never sees half
+    a file. Pixel size = inches * dpi."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             fig.savefig(f, format="png", dpi=dpi)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
