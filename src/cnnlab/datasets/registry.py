@@ -150,3 +150,31 @@ def _read_checked(path: Path, sha256: str | None) -> np.ndarray:
     stream = io.BytesIO(raw)
     stream.name = str(path)
     return read_idx(stream)
+
+
+def load_any(name_or_folder: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """A built-in dataset by name, or an image folder by path (see cnnlab.datasets.folder)."""
+    if name_or_folder in SOURCES or name_or_folder in REMOTE:
+        return load(name_or_folder, data_dir)
+    if Path(name_or_folder).is_dir():
+        from cnnlab.datasets.folder import load_folder
+        return load_folder(name_or_folder)
+    raise ValueError(f"--data {name_or_folder!r} is neither a built-in dataset ({', '.join(names())}) nor a folder")
+
+
+def describe_all(data_dir: str | os.PathLike | None = None) -> list[dict[str, str]]:
+    """One row per built-in dataset: name, whether it is here, where, and what it is."""
+    from cnnlab.datasets.remote import is_downloaded
+    rows = []
+    for name, src in SOURCES.items():
+        folder = locate(name, data_dir)
+        rows.append({"name": name, "status": "available" if folder else "not found",
+                     "where": str(folder) if folder else src.how_to_get.format(cache=cache_dir() / name),
+                     "description": f"{len(src.class_names)} classes: {', '.join(src.class_names)}"})
+    for name, spec in REMOTE.items():
+        here = is_downloaded(name, data_dir=data_dir)
+        rows.append({"name": name, "status": "downloaded" if here else "download",
+                     "where": str(remote_folder(name, data_dir=data_dir)) if here
+                     else f"fetched on first use ({spec.download_bytes / 1e6:,.0f} MB) into {remote_folder(name, data_dir=data_dir)}",
+                     "description": spec.description})
+    return rows

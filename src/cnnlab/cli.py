@@ -1,0 +1,275 @@
+"""The `cnnlab` command line: parse arguments, call the core, print. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# Errors that mean bad input or environment: one line for the user, no traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                                                    RuntimeError, ArithmeticError)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 28x28x1, got {text!r}") from None
+
+
+def _grid(text: str) -> tuple[int, int]:
+    shape = _shape(text)
+    if len(shape) != 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected a grid like 8x8, got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+# --- commands -------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab import runs, zoo
+    from cnnlab.datasets.registry import load_any
+    from cnnlab.progress import progress_callbacks
+    from cnnlab.summary import summary_text
+    from cnnlab.train import TrainConfig
+
+    data = load_any(args.data, args.data_dir)
+    spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
+    options = {**recipe, **{k: v for k, v in {
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
+        "early_stopping_patience": args.early_stopping, "monitor": args.monitor, "device": args.device,
+    }.items() if v is not None}}
+    config = TrainConfig(seed=args.seed, **options)
+    out = Path(args.out) if args.out else runs.default_run_dir(args.data if not Path(args.data).is_dir()
+                                                                else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
+    if out.exists():
+        raise FileExistsError(f"run folder {out} already exists; choose another --out")
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
+        f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
+    say(summary_text(spec))
+    say(f"training: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
+        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {config.device}, seed {config.seed}")
+    on_step, on_epoch, close = progress_callbacks(0 if args.quiet else "auto", config.epochs)
+    try:
+        folder, history, evaluation = runs.train_run(data, spec, config, out, model_name=args.model,
+                                                     on_step=on_step, on_epoch=on_epoch)
+    finally:
+        close()
+    seconds = sum(history.history.get("seconds", []))
+    print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
+          f"(trained {seconds:.1f}s)  run saved to {folder}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab import io, zoo
+    from cnnlab.summary import summary_dict, summary_text
+
+    if Path(args.model).is_dir() or args.model.endswith(".safetensors"):
+        spec = io.read_model(args.model).spec
+    else:
+        spec, _ = zoo.resolve(args.model)
+        if spec.input_shape is None:
+            spec = spec.with_input_shape(args.input_shape)
+    print(json.dumps(summary_dict(spec), indent=2) if args.json else summary_text(spec, style=args.style))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab import io, runs
+    from cnnlab.datasets.registry import load_any
+
+    saved = io.read_model(args.run)
+    config = runs.read_config(args.run) if Path(args.run).is_dir() else {}
+    data_name = args.data or config.get("data")
+    if data_name is None:
+        raise ValueError("a bare model file does not say which dataset it was trained on: give --data")
+    data = load_any(data_name, args.data_dir or _data_dir_of(config, data_name))
+    evaluation = runs.evaluate(saved.module(), saved.spec, data.x_test, data.y_test, saved.class_names)
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), indent=2))
+    else:
+        print(runs.metrics_text(evaluation))
+    return 0
+
+
+def _data_dir_of(config: dict[str, Any], name: str) -> str | None:
+    """A run trained on a folder or a non-default copy remembers where that data was."""
+    return config.get("data_source") if config.get("data") == name and name not in ("mnist",) else None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnlab.models import load_model
+    from cnnlab.predict import load_image_for
+
+    model = load_model(args.run)
+    images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
+    probs = model.predict(images)
+    k = min(args.top_k, probs.shape[1])
+    results = []
+    for path, p in zip(args.images, probs):
+        top = np.argsort(-p)[:k]
+        results.append({"image": str(path), "top": [{"class": model.class_names[i], "index": int(i),
+                                                     "probability": float(p[i])} for i in top]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cnnlab import plots
+    from cnnlab.datasets.registry import load_any
+
+    data = load_any(args.data, args.data_dir)
+    x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
+    if args.index is not None:
+        if not 0 <= args.index < len(x):
+            raise ValueError(f"--index {args.index} is out of range: the {args.split} split has {len(x):,} images")
+        chosen, rows, cols = np.array([args.index]), 1, 1
+    else:
+        rows, cols = args.grid
+        chosen = np.arange(len(x)) if args.class_ is None else np.flatnonzero(y == _class_index(args.class_, data.class_names))
+        chosen = chosen[:rows * cols]
+    title = f"{data.name} {args.split}" + (f" #{args.index}" if args.index is not None else "")
+    fig = plots.sample_grid(x[chosen], y[chosen], list(data.class_names), rows=rows, cols=cols, title=title)
+    out = plots.save_png(fig, args.out)
+    labels = ", ".join(data.class_names[int(v)] for v in y[chosen][:10])
+    print(f"wrote {out} ({len(chosen)} image{'s' * (len(chosen) != 1)}; labels {labels}{'...' if len(chosen) > 10 else ''})")
+    return 0
+
+
+def _class_index(value: str, class_names: tuple[str, ...]) -> int:
+    if value in class_names:
+        return class_names.index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise ValueError(f"--class {value!r} is not one of the classes {', '.join(class_names)}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from cnnlab.datasets.registry import describe_all
+
+    rows = describe_all(args.data_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<15} {row['status']:<13} {row['where']}")
+        print(f"{'':<15} {row['description']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnlab import explain_cli
+    return explain_cli.run(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cnnlab import explain_cli
+    return explain_cli.plot_run(args)
+
+
+# --- parser ---------------------------------------------------------------------------------
+def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
+    p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files, when not in the usual places")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description="Train, summarise and look inside convolutional "
+                                     "neural networks on MNIST and your own image folders.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        commands[name] = fn
+        return sub.add_parser(name, help=help, description=help)
+
+    p = add("train", cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)")
+    _add_data(p)
+    p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
+    p.add_argument("--epochs", type=int, help="passes over the training data (default 2)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="default adam")
+    p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
+    p.add_argument("--schedule", choices=["onecycle", "constant", "cosine"], help="default: onecycle unless --lr")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
+    p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+
+    p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
+    p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
+    p.add_argument("--input-shape", type=_shape, default=(28, 28, 1), help="HxWxC when the model has none (28x28x1)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--style", choices=["keras3", "keras2"], default="keras3")
+
+    p = add("evaluate", cmd_evaluate, "test accuracy, loss, per-class report and confusion matrix of a run")
+    p.add_argument("run", help="run folder or .safetensors model file")
+    _add_data(p, default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = add("predict", cmd_predict, "classify image files with a trained model")
+    p.add_argument("run", help="run folder or .safetensors model file")
+    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+
+    p = add("show", cmd_show, "draw dataset samples with their labels into a PNG")
+    p.add_argument("data", nargs="?", default="mnist", help="dataset name or image folder (default mnist)")
+    p.add_argument("--data-dir")
+    p.add_argument("--index", type=int, help="one image by its index")
+    p.add_argument("--grid", type=_grid, default=(4, 8), help="rows x cols (default 4x8)")
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--class", dest="class_", help="only images of this class (name or index)")
+    p.add_argument("--out", default="samples.png")
+
+    p = add("datasets", cmd_datasets, "list the built-in datasets and where each was found")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+
+    from cnnlab.explain_cli import add_explain_arguments, add_plot_arguments
+    add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
+                              "top losses; or `explain conv` for the conv arithmetic"))
+    add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
+    parser.set_defaults(commands=commands)
+    return parser
+
+
+def _version() -> str:
+    from cnnlab import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.commands[args.command](args)
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted; no run folder was written", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cnnlab: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Run folders, the unit of work: train into `runs/<name>/`, then evaluate, explain or predict from it.
+
+A run folder holds model.safetensors, config.json, history.json/.csv, metrics.json, summary.txt and
+figures. It is assembled in a hidden temporary folder and renamed into place when complete, so a
+crash or Ctrl-C never leaves a half-written run, and an existing run is never overwritten.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab import io, metrics, plots
+from cnnlab.datasets.registry import Dataset
+from cnnlab.fsutil import atomic_dir
+from cnnlab.layers import ModelSpec
+from cnnlab.model import build, ends_in_softmax, keras_init_
+from cnnlab.summary import summary_dict, summary_text
+from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, fit, predict_logits, resolve_device,
+                          targets_tensor, to_device_images)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    probs: np.ndarray  # (N, classes)
+    y_true: np.ndarray
+    confusion: np.ndarray
+    report: metrics.ClassReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test_loss": self.loss, "test_accuracy": self.accuracy, "n_test": int(len(self.y_true)),
+                "per_class": self.report.to_dict(), "confusion_matrix": self.confusion.tolist()}
+
+
+def default_run_dir(data: str, model: str, root: str | Path = "runs") -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{model}-{data}")[:60].strip("-")
+    return Path(root) / f"{safe}-{stamp}"
+
+
+def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndarray, class_names: list[str],
+             batch_size: int = 2000) -> Evaluation:
+    """Test loss, accuracy, probabilities, confusion matrix and per-class report in one pass."""
+    device = next(module.parameters()).device
+    logits = predict_logits(module, to_device_images(x, device), batch_size)
+    yt = targets_tensor(y, logits.device)
+    loss = torch.nn.functional.cross_entropy(logits, yt).item()
+    probs = (torch.softmax(logits, 1) if ends_in_softmax(spec) else logits).cpu().numpy()
+    pred = logits.argmax(1).cpu().numpy()
+    y = np.asarray(y)
+    cm = metrics.confusion_matrix(y, pred, len(class_names))
+    return Evaluation(loss, metrics.accuracy(y, pred), probs, y, cm, metrics.classification_report(y, pred, class_names))
+
+
+def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
+              on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
+              should_stop: Any = None, figures: bool = True) -> tuple[Path, History, Evaluation]:
+    """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation)."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"run folder {out} already exists; choose another --out")
+    resolve_device(config.device)  # fail on a bad device before any work
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+    module = build(spec)
+    keras_init_(module, config.seed)
+    started = time.perf_counter()
+    history = fit(module, data.x_train, data.y_train, config, on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+    train_seconds = time.perf_counter() - started
+    evaluation = evaluate(module, spec, data.x_test, data.y_test, list(data.class_names))
+    with atomic_dir(out) as tmp:
+        io.save_model(tmp / io.MODEL_FILE, spec, module, list(data.class_names), preprocessing(data))
+        io.write_json(tmp / "config.json", {
+            "model": model_name, "data": data.name, "data_source": data.source, "spec": spec.to_dict(),
+            "train": config.to_dict(), "resolved": {"schedule": config.resolved_schedule, "peak_lr": config.peak_lr(),
+                                                    "device": str(resolve_device(config.device))},
+            "created": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version()})
+        io.write_json(tmp / "history.json", {"epoch": history.epoch, **history.history,
+                                             "stopped_early": history.stopped_early, "best_epoch": history.best_epoch})
+        (tmp / "history.csv").write_text(io.history_csv(history.history))
+        io.write_json(tmp / "metrics.json", {**evaluation.to_dict(), "train_seconds": train_seconds})
+        (tmp / "summary.txt").write_text(summary_text(spec) + "\n")
+        io.write_json(tmp / "summary.json", summary_dict(spec))
+        if figures:
+            write_figures(tmp, history.history, evaluation, list(data.class_names))
+    return out, history, evaluation
+
+
+def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Evaluation, class_names: list[str]) -> None:
+    plots.save_png(plots.training_curves(history), folder / "curves.png")
+    plots.save_png(plots.confusion(evaluation.confusion, class_names), folder / "confusion.png")
+    plots.save_png(plots.confusion(evaluation.confusion, class_names, normalize=True), folder / "confusion_normalized.png")
+
+
+def preprocessing(data: Dataset) -> dict[str, Any]:
+    """What `predict` must do to a new image so that it looks like the training data."""
+    h, w, c = data.input_shape
+    return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
+            "mnist_style": data.name in ("mnist", "emnist-digits")}
+
+
+def read_history(run: str | Path) -> dict[str, list[float]]:
+    raw = io.read_json(Path(run) / "history.json")
+    return {k: v for k, v in raw.items() if isinstance(v, list) and k != "epoch"}
+
+
+def read_config(run: str | Path) -> dict[str, Any]:
+    return io.read_json(Path(run) / "config.json")
+
+
+def metrics_text(evaluation: Evaluation) -> str:
+    return (f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
+            f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format())
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)
