@@ -37,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.train import TrainConfig
 
     data = load_any(args.data, args.data_dir)
+    if args.subset:
+        data = data.subset(args.subset)
     spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
     options = {**recipe, **{k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
 
