@@ -149,3 +149,9 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
                 m.weight.uniform_(-bound, bound, generator=gen)
                 if m.bias is not None:
                     m.bias.zero_()
+
+
+def place(module: nn.Module, device: torch.device) -> nn.Module:
+    """Move a module to `device` in channels_last memory: the layout every cnnlab input batch has,
+    so training, evaluation and a reloaded model all run the same kernels (identical predictions)."""
+    return module.to(device=device, memory_format=torch.channels_last)

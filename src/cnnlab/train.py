@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.model import place
+
 StepCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, step, logs)
 EpochCallback = Callable[[int, dict[str, float]], None]  # (epoch, logs)
 
@@ -188,9 +190,11 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         validation_data = (x[-n_val:], y[-n_val:])
         x, y = x[:-n_val], y[:-n_val]
 
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"need as many labels as images, and at least one: got {len(x)} images, {len(y)} labels")
     xs, ys = to_device_images(x, device), targets_tensor(y, device)
     val = (to_device_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
-    module.to(device=device, memory_format=torch.channels_last)
+    place(module, device)
     n = len(xs)
     steps_per_epoch = math.ceil(n / config.batch_size)
     opt = make_optimizer(module.parameters(), config)
@@ -215,6 +219,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            last_lr = opt.param_groups[0]["lr"]
             sched.step()
             loss_sum += loss.detach() * len(idx)
             correct += _correct(logits.detach(), yb)
@@ -233,7 +238,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         if val is not None:
             val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size)
             logs.update(val_loss=val_loss, val_accuracy=val_acc)
-        logs.update(lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - start)
+        logs.update(lr=last_lr, seconds=time.perf_counter() - start)
         history.append(epoch + 1, logs)
         if on_epoch:
             on_epoch(epoch, logs)
