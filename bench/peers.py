@@ -197,8 +197,9 @@ def pytorch_reference(
 
     torch.manual_seed(seed)
     # (N, 1, 28, 28) float32 in [0, 1]; the tutorials' ToTensor() gives the same, once per sample.
+    # torch.tensor copies, which also accepts read-only arrays (np.frombuffer of an IDX file).
     def to_tensor(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).float().div_(255).unsqueeze(1)
+        return torch.tensor(x, dtype=torch.float32).div_(255).unsqueeze(1)
 
     train_set = TensorDataset(to_tensor(x_train), torch.from_numpy(y_train))
     test_set = TensorDataset(to_tensor(x_test), torch.from_numpy(y_test))

@@ -20,7 +20,9 @@ RESULT_KEYS = {
 def tiny_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random uint8 images with random labels: enough to exercise the loop, not to learn anything."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    images.flags.writeable = False  # IDX loaders often hand out read-only views of the file
+    return images, rng.integers(0, 10, n)
 
 
 def check_result(res: dict, name: str, max_epochs: int) -> None:
@@ -43,6 +45,8 @@ def test_seed_cnn_has_keras_param_count():
     assert sum(p.numel() for p in model.parameters()) == 93_322
 
 
+# "error" turns torch's warning about non-writable arrays into a failure: inputs must be copied.
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_pytorch_reference_result_shape():
     x_tr, y_tr = tiny_digits(512, seed=1)
     x_te, y_te = tiny_digits(256, seed=2)
