@@ -1,15 +1,11 @@
-"""Tests for bench/peers.py: result shape, input checks, and the keras-missing path. Fast (tiny data)."""
+"""Tests for cnnlab.bench.peers: result shape, input checks, and the keras-missing path. Fast (tiny data)."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-# bench/ is a folder of scripts, not part of the installed package, so the test puts it on the
-# path the same way `python bench/speed.py` does for its own directory.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import peers  # noqa: E402
+from cnnlab.bench import peers
 
 RESULT_KEYS = {
     "name", "reached", "time_to_target_s", "epochs", "test_acc", "epoch_times_s",

@@ -174,6 +174,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return explain_cli.run(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cnnlab.bench import speed
+    return speed.main(args.bench_args)
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from cnnlab import explain_cli
     return explain_cli.plot_run(args)
@@ -248,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
                               "top losses; or `explain conv` for the conv arithmetic"))
     add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
+    p = add("bench", cmd_bench, "time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (see --help)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark, e.g. --device cuda --repeat 2")
     parser.set_defaults(commands=commands)
     return parser
 
