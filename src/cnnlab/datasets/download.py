@@ -24,7 +24,7 @@ from cnnlab.fsutil import fsync_dir
 __all__ = ["DownloadError", "cache_dir", "fetch", "file_digest"]
 
 _CHUNK = 1 << 20  # 1 MiB: large enough for speed, small enough for a smooth bar
-_USER_AGENT = "cnnlab (+https://pypi.org/project/cnnlab/)"
+_USER_AGENT = "cnnlab/0.1"
 
 
 class DownloadError(RuntimeError):
