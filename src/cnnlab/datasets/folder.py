@@ -142,8 +142,9 @@ def default_image_size(sizes: list[tuple[int, int]], cap: int = MAX_DEFAULT_SIDE
 
 
 # --- decoding -----------------------------------------------------------------------------------------
-def _map_chunks(fn: Callable[[Path], Any], paths: list[Path], workers: int | None,
-                on_progress: Callable[[int, int], None] | None) -> list[Any]:
+def map_in_threads(fn: Callable[[Path], Any], paths: list[Path], workers: int | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """[fn(p) for p in paths], computed by a thread pool in chunks; results in the order of `paths`."""
     workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     out: list[Any] = []
@@ -187,7 +188,7 @@ def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: 
     paths = [p for _, _, p in files]
     bad: dict[int, str] = {}
     if image_size is None:
-        probed = _map_chunks(_probe, paths, workers, None)
+        probed = map_in_threads(_probe, paths, workers, None)
         sizes = [s for s in probed if isinstance(s, tuple) and min(s) > 0]
         if not sizes:
             image_size = (1, 1)  # nothing decodes; _assemble names the empty class folders
@@ -203,7 +204,7 @@ def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: 
         size_note = f"image size {image_size[0]}x{image_size[1]} (as asked)"
     channels = 1 if color == "grayscale" else 3
     _check_memory(len(paths), image_size, channels)
-    decoded = _map_chunks(lambda p: _decode(p, image_size, color), paths, workers, on_progress)
+    decoded = map_in_threads(lambda p: _decode(p, image_size, color), paths, workers, on_progress)
     x = np.zeros((len(paths), *image_size, channels), dtype=np.uint8)  # (N, H, W, C)
     all_gray = True
     for i, result in enumerate(decoded):
@@ -250,8 +251,9 @@ def _cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dic
         except OSError:
             stamp = "missing"
         key.update(f"{split}\0{label}\0{layout.rel(path)}\0{stamp}\n".encode())
-    folder_id = hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]
-    return cache_dir() / "folders" / f"{layout.root.name[:40]}-{folder_id}-{key.hexdigest()[:16]}.npz"
+    # One entry per folder and options: a new entry replaces the one for the same prefix (see _write_cache).
+    prefix = hashlib.sha256(json.dumps([str(layout.root), options], sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "folders" / f"{layout.root.name[:40]}-{prefix}-{key.hexdigest()[:16]}.npz"
 
 
 def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
@@ -263,7 +265,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
 
 
 def _write_cache(path: Path, x: np.ndarray, meta: dict[str, Any]) -> None:
-    """Atomic write; older entries for the same folder are removed so the cache holds one per folder."""
+    """Atomic write; the older entry for the same folder and options is removed, so the cache stays bounded."""
     from cnnlab.fsutil import atomic_path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
