@@ -52,7 +52,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
         text = str(exc) or type(exc).__name__
-        if "truncated" in text:
+        if "truncated" in text.lower():
             raise BadImageError(path, "truncated image data (an incomplete download or copy?)") from None
         raise BadImageError(path, f"corrupt image data ({text})") from None
 
