@@ -61,7 +61,7 @@ def _thicken(g: np.ndarray, box: int) -> np.ndarray:
         g = np.clip(g * (255.0 / max(g.max(), 1.0)), 0, 255)
     target = MNIST_STROKE * max(g.shape)
     width = _stroke_width(g)
-    if width >= 0.6 * target:
+    if width >= 0.45 * target:  # MNIST's own thinnest 5% are at 0.74: leave those alone
         return g
     k = 2 * round((target - width) / 2) + 1  # a k x k maximum filter widens a stroke by k - 1 pixels
     return np.asarray(Image.fromarray(g.astype(np.uint8)).filter(ImageFilter.MaxFilter(k)), dtype=np.float32)
