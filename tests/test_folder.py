@@ -253,3 +253,22 @@ def test_export_cli_writes_a_class_per_folder_tree(tmp_path, capsys):
     assert sum(len(files) for files in layout.splits["train"].values()) == 40
     assert main(["data", "export", "mnist", "--out", str(out), "--limit", "1"]) == 1  # exists: refused
     assert folder_names(["T-shirt/top", "Bag", "Bag"]) == ("T-shirt_top", "Bag", "Bag_2")
+
+
+def test_train_flags_size_colour_augment_and_evaluate_reads_the_folder_the_same_way(tmp_path, capsys):
+    root = tmp_path / "shapes"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i in range(10):
+            _png(root / cls / f"{i}.png", rng.integers(0, 255, (20, 30), dtype=np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--image-size", "14x16", "--color", "rgb", "--augment",
+                 "--rotation", "5", "--model", "mlp", "--epochs", "1", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "image size 14x16 (as asked)" in out and "augmentation: shift 10%, rotation ±5°, zoom ±10%, horizontal flips" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["augment"]["rotation"] == 5 and config["train"]["augment"]["horizontal_flip"]
+    assert main(["evaluate", str(run), "--json"]) == 0  # the run remembers 14x16 rgb, not the 20x30 default
+    assert json.loads(capsys.readouterr().out)["n_test"] == 4
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(root), "--image-size", "big"])

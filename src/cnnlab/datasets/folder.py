@@ -156,18 +156,16 @@ def map_in_threads(fn: Callable[[Path], Any], paths: list[Path], workers: int | 
     return out
 
 
-def _probe(path: Path) -> tuple[int, int] | str:
-    """(height, width) after EXIF rotation from the header alone, or the reason the file is unusable."""
+def _probe(path: Path) -> tuple[int, int] | None:
+    """(height, width) after EXIF rotation, from the header alone; None when the file is unusable."""
     try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
         with Image.open(path) as img:
             w, h = img.size
             if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that swap width and height
                 w, h = h, w
             return h, w
-    except Exception:  # a proper reason comes from the full decode, which will fail on the same file
-        return (0, 0)
+    except Exception:  # the full decode fails on the same file and gives the reason
+        return None
 
 
 def _decode(path: Path, size: tuple[int, int], color: str) -> tuple[np.ndarray, bool] | str:
@@ -189,7 +187,7 @@ def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: 
     bad: dict[int, str] = {}
     if image_size is None:
         probed = map_in_threads(_probe, paths, workers, None)
-        sizes = [s for s in probed if isinstance(s, tuple) and min(s) > 0]
+        sizes = [s for s in probed if s is not None]
         if not sizes:
             image_size = (1, 1)  # nothing decodes; _assemble names the empty class folders
             size_note = "no readable images"
