@@ -84,7 +84,7 @@ def test_messy_folder_trains_end_to_end_and_reports_exactly_the_bad_files(tmp_pa
     assert data.class_names == tuple(str(d) for d in range(10))
     assert data.input_shape == (28, 28, 1) and report.color == "grayscale"  # RGB/RGBA copies are gray inside
     assert len(data.x_train) + len(data.x_test) == 300
-    assert "chosen from the data" in report.size_note and "28x56" not in report.size_note
+    assert report.size_note.startswith("image size 28x28: the median size 28x28 of 300 images (from 28x28 to 56x56);")
 
     run = tmp_path / "run"
     assert main(["train", "--data", str(root), "--model", "mlp", "--epochs", "1", "--out", str(run), "--quiet"]) == 0

@@ -138,8 +138,8 @@ def _duplicates(good: list[_Info], names: tuple[str, ...]) -> dict[str, list[dic
                 f"{', '.join(held)} so the evaluation measures pictures the model has not seen")})
         if len(labels) == 1 and len(splits) == 1:
             out["within_class"].append({"files": files, "fix": (
-                f"keep one and delete {', '.join(m.rel for m in members[1:])}: copies count twice in training "
-                "and a random holdout can put one copy in training and another in evaluation")})
+                f"keep {members[0].rel} and delete {', '.join(m.rel for m in members[1:])}: copies count twice in "
+                "training, and a random holdout can put one copy in training and another in evaluation")})
     return out
 
 
@@ -176,7 +176,8 @@ def format_check(r: dict[str, Any]) -> str:
     out = [f"{r['root']}: {r['images']:,} usable images, {len(r['classes'])} classes, "
            + ("split folders " + ", ".join(r["split_folders"].values()) if r["split_folders"] else "one subfolder per class")]
     for split, counts in r["counts"].items():
-        out.append(f"  {split + ':':<6} " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
+        label = r["split_folders"][split] if r["split_folders"] else "images:"
+        out.append(f"  {label:<7} " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
     imb = r["imbalance"]
     out.append(f"imbalance: largest/smallest class = {imb['ratio']:.2f} (threshold {imb['threshold']}); "
                + ("train WILL use class weights " if imb["train_uses_weights"] else "class weights (not needed) ")

@@ -194,10 +194,11 @@ def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: 
         else:
             image_size = default_image_size(sizes)
             hs, ws = [s[0] for s in sizes], [s[1] for s in sizes]
-            spread = f"{min(hs)}x{min(ws)} to {max(hs)}x{max(ws)}" if len(set(sizes)) > 1 else "all the same size"
-            size_note = (f"image size {image_size[0]}x{image_size[1]}: chosen from the data (median of "
-                         f"{len(sizes):,} images, {spread}{', capped at ' + str(MAX_DEFAULT_SIDE) if max(max(hs), max(ws)) > MAX_DEFAULT_SIDE else ''}); "
-                         "change it with --image-size HxW")
+            median = f"{statistics.median(hs):g}x{statistics.median(ws):g}"
+            spread = f"from {min(hs)}x{min(ws)} to {max(hs)}x{max(ws)}" if len(set(sizes)) > 1 else "all the same size"
+            capped = f", scaled to fit {MAX_DEFAULT_SIDE}" if image_size != default_image_size(sizes, cap=10**9) else ""
+            size_note = (f"image size {image_size[0]}x{image_size[1]}: the median size {median} of {len(sizes):,} images "
+                         f"({spread}){capped}; change it with --image-size HxW")
     else:
         size_note = f"image size {image_size[0]}x{image_size[1]} (as asked)"
     channels = 1 if color == "grayscale" else 3
