@@ -16,12 +16,7 @@ from cnnlab.datasets.check import auto_class_weight, check_folder, class_weights
 from cnnlab.datasets.export import export_images, folder_names
 from cnnlab.datasets.folder import default_image_size, load_folder, stratified_split
 from cnnlab.datasets.layout import scan
-from cnnlab.datasets.registry import Dataset, load, load_any
-
-
-@pytest.fixture(scope="module")
-def mnist() -> Dataset:
-    return load("mnist")
+from cnnlab.datasets.registry import Dataset, load_any
 
 
 @pytest.fixture(autouse=True)

@@ -10,17 +10,12 @@ from PIL import Image, ImageFilter
 
 from cnnlab import layers
 from cnnlab.cli import main
-from cnnlab.datasets.registry import Dataset, load
+from cnnlab.datasets.registry import Dataset
 from cnnlab.digits import mnist_style
 from cnnlab.models import Sequential
 from cnnlab.predict import BadImageError, load_image_for, open_image, to_model_input
 
 MNIST_STYLE = {"scale": 255, "size": [28, 28], "channels": 1, "color": "grayscale", "mnist_style": True}
-
-
-@pytest.fixture(scope="module")
-def mnist() -> Dataset:
-    return load("mnist")
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
+    if args.subset:
+        data = data.subset(args.subset)
     folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
     spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
     options = {**recipe, **{k: v for k, v in {
@@ -180,6 +182,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return explain_cli.run(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cnnlab.bench import speed
+    return speed.main(args.bench_args)
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from cnnlab import explain_cli
     return explain_cli.plot_run(args)
@@ -221,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     from cnnlab.data_cli import add_data_arguments, add_train_arguments
@@ -264,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
     add_data_arguments(add("data", cmd_data, "check an image folder (`data check DIR`) or export a built-in "
                            "dataset as image files (`data export mnist --out DIR`)"))
+    p = add("bench", cmd_bench, "time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (see --help)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark, e.g. --device cuda --repeat 2")
     parser.set_defaults(commands=commands)
     return parser
 

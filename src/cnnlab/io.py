@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
 from cnnlab.layers import ModelSpec, SpecError
-from cnnlab.model import build
+from cnnlab.model import build, place
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -45,7 +45,7 @@ class SavedModel:
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise ModelFileError(f"the weights do not fit the model's spec: {first}") from None
-        return module.eval()
+        return place(module, torch.device("cpu")).eval()
 
 
 def model_bytes(spec: ModelSpec, module: torch.nn.Module, class_names: list[str],

@@ -306,6 +306,10 @@ class ModelSpec:
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.input_shape is None and self.layers and getattr(self.layers[0], "input_shape", None):
             object.__setattr__(self, "input_shape", self.layers[0].input_shape)
+        # The model holds the input shape; layers drop theirs so equal models compare equal.
+        object.__setattr__(self, "layers", tuple(
+            dataclasses.replace(layer, input_shape=None) if getattr(layer, "input_shape", None) else layer
+            for layer in self.layers))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
         for layer in self.layers:

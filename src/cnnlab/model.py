@@ -48,35 +48,34 @@ class SamePool2d(nn.Module):
         return f"{self.kind}, pool={self.pool}, stride={self.stride}, pad={self.pad}"
 
 
-class ChannelDense(nn.Module):
+class ChannelDense(nn.Linear):
     """Keras's Dense on an image: a linear map of the channel axis at every pixel (a 1x1 conv)."""
 
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.linear = linear
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, units, H, W)
-        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+        return F.linear(x.movedim(1, -1), self.weight, self.bias).movedim(-1, 1)
 
 
-def _with_activation(core: list[nn.Module], activation: str | None) -> nn.Module:
-    mods = core + ([ACTIVATION_MODULES[activation]()] if activation else [])
-    return mods[0] if len(mods) == 1 else nn.Sequential(*mods)
+def _block(parts: dict[str, nn.Module], activation: str | None) -> nn.Sequential:
+    """A layer with weights as named parts (pad, conv/linear, act), so parameter names stay
+    `conv2d.conv.weight` whatever the padding or activation."""
+    if activation:
+        parts["act"] = ACTIVATION_MODULES[activation]()
+    return nn.Sequential(OrderedDict(parts))
 
 
 def _conv(spec: L.Conv2D, shape: L.Shape) -> nn.Module:
     h, w, c = shape
     (kh, kw), (sh, sw) = spec.kernel_size, spec.strides
-    pad: list[nn.Module] = []
+    parts: dict[str, nn.Module] = {}
     padding: tuple[int, int] = (0, 0)
     if spec.padding == "same":
         (top, bottom), (left, right) = same_padding(h, kh, sh), same_padding(w, kw, sw)
         if top == bottom and left == right:
             padding = (top, left)
-        else:
-            pad = [nn.ZeroPad2d((left, right, top, bottom))]
-    conv = nn.Conv2d(c, spec.filters, spec.kernel_size, spec.strides, padding, bias=spec.use_bias)
-    return _with_activation(pad + [conv], spec.activation)
+        else:  # TF puts the odd row/column of padding after; torch's own padding is symmetric
+            parts["pad"] = nn.ZeroPad2d((left, right, top, bottom))
+    parts["conv"] = nn.Conv2d(c, spec.filters, spec.kernel_size, spec.strides, padding, bias=spec.use_bias)
+    return _block(parts, spec.activation)
 
 
 def _pool(spec: L._Pooling2D, shape: L.Shape) -> nn.Module:
@@ -91,8 +90,8 @@ def _pool(spec: L._Pooling2D, shape: L.Shape) -> nn.Module:
 
 
 def _dense(spec: L.Dense, shape: L.Shape) -> nn.Module:
-    linear = nn.Linear(shape[-1], spec.units, bias=spec.use_bias)
-    return _with_activation([ChannelDense(linear) if len(shape) == 3 else linear], spec.activation)
+    linear = (ChannelDense if len(shape) == 3 else nn.Linear)(shape[-1], spec.units, bias=spec.use_bias)
+    return _block({"linear": linear}, spec.activation)
 
 
 def _batchnorm(spec: L.BatchNormalization, shape: L.Shape) -> nn.Module:
@@ -110,7 +109,8 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.Dense: _dense,
     L.Dropout: lambda spec, shape: nn.Dropout(spec.rate),
     L.BatchNormalization: _batchnorm,
-    L.Activation: lambda spec, shape: _with_activation([nn.Identity()], spec.activation if spec.activation != "linear" else None),
+    L.Activation: lambda spec, shape: (ACTIVATION_MODULES[spec.activation]() if spec.activation != "linear"
+                                       else nn.Identity()),
 }
 
 
@@ -149,3 +149,9 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
                 m.weight.uniform_(-bound, bound, generator=gen)
                 if m.bias is not None:
                     m.bias.zero_()
+
+
+def place(module: nn.Module, device: torch.device) -> nn.Module:
+    """Move a module to `device` in channels_last memory: the layout every cnnlab input batch has,
+    so training, evaluation and a reloaded model all run the same kernels (identical predictions)."""
+    return module.to(device=device, memory_format=torch.channels_last)

@@ -13,11 +13,11 @@ import torch
 
 from cnnlab import io, optimizers
 from cnnlab.layers import Input, Layer, ModelSpec, SpecError
-from cnnlab.model import build, ends_in_softmax, keras_init_
+from cnnlab.model import build, ends_in_softmax, keras_init_, place
 from cnnlab.preprocess import as_images, as_labels
 from cnnlab.summary import summary_dict, summary_text
-from cnnlab.train import History, TrainConfig, evaluate_tensors, fit, predict_logits, resolve_device, to_device_images, \
-    targets_tensor
+from cnnlab.train import (History, TrainConfig, evaluate_tensors, fit, predict_logits, resolve_device,
+                          targets_tensor, to_device_images)
 
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
@@ -119,8 +119,8 @@ class Sequential:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
         x = as_images(x, self.spec.input_shape)
         y = as_labels(y, len(x))
-        self._check_labels(y)
         self.build(tuple(x.shape[1:]), seed=seed)
+        self._check_labels(y)
         if validation_data is not None:
             vx = as_images(validation_data[0], self.spec.input_shape, what="validation x")
             validation_data = (vx, as_labels(validation_data[1], len(vx), what="validation y"))
@@ -177,7 +177,7 @@ class Sequential:
                       {"scale": 255, **self.preprocessing}, self.name)
 
     def to(self, device: str) -> "Sequential":
-        self.module.to(resolve_device(device))
+        place(self.module, resolve_device(device))
         return self
 
 
@@ -187,7 +187,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
     model = Sequential(name=saved.name)
     model._layers = list(saved.spec.layers)
     model._input_shape = saved.spec.input_shape
-    model._module = saved.module().to(resolve_device(device))
+    model._module = place(saved.module(), resolve_device(device))
     model.class_names = saved.class_names
     model.preprocessing = saved.preprocessing
     model._loss = "sparse_categorical_crossentropy"

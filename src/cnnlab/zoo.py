@@ -29,7 +29,7 @@ ZOO: dict[str, ZooModel] = {
          Conv2D(64, (3, 3), activation="relu"), Flatten(),
          Dense(64, activation="relu"), Dense(10, activation="softmax"))),
     "lecture-convs": ZooModel(
-        "the lecture's first summary example: three 3x3 convs without pooling (55,744 conv params), then a softmax",
+        "the lecture's first summary example: three 3x3 convs without pooling (55,744 in the convs), then a softmax (365,514 params)",
         (Conv2D(32, (3, 3), activation="relu"), Conv2D(64, (3, 3), activation="relu"),
          Conv2D(64, (3, 3), activation="relu"), Flatten(), Dense(10, activation="softmax"))),
     "keras-example": ZooModel(

@@ -19,10 +19,12 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from cnnlab.fsutil import fsync_dir
+
 __all__ = ["DownloadError", "cache_dir", "fetch", "file_digest"]
 
 _CHUNK = 1 << 20  # 1 MiB: large enough for speed, small enough for a smooth bar
-_USER_AGENT = "cnnlab (+https://pypi.org/project/cnnlab/)"
+_USER_AGENT = "cnnlab/0.1"
 
 
 class DownloadError(RuntimeError):
@@ -164,20 +166,6 @@ def _download_part(url: str, part: Path, dest: Path, timeout: float, progress: b
         )
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable; not possible (nor needed) on Windows."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def fetch(
     url: str,
     dest: Path,
@@ -215,5 +203,5 @@ def fetch(
                 f"{algorithm} mismatch for {url}: expected {expected}, got {actual}; deleted the download"
             )
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest

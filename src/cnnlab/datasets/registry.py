@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, n_train: int) -> "Dataset":
+        """The first `n_train` training images (a quick experiment); the test split is kept whole."""
+        if not 1 <= n_train <= len(self.x_train):
+            raise ValueError(f"subset must be between 1 and {len(self.x_train):,} training images, got {n_train}")
+        return dataclasses.replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Benchmarks that measure cnnlab against its peers (plain PyTorch, Keras) in one process."""

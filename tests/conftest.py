@@ -1,0 +1,21 @@
+"""Shared fixtures: small real MNIST slices, so tests train on real digits in seconds."""
+import numpy as np
+import pytest
+
+from cnnlab.datasets import registry
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return registry.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def small(mnist):
+    """2,000 training and 500 test digits."""
+    return mnist.x_train[:2000], mnist.y_train[:2000], mnist.x_test[:500], mnist.y_test[:500]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
