@@ -114,7 +114,7 @@ def test_errors_are_one_line_with_nonzero_exit(args, message, tmp_path):
 def test_predict_bad_image_file(run_dir, tmp_path):
     (tmp_path / "fake.png").write_text("not an image")
     result = cnnlab("predict", run_dir, tmp_path / "fake.png", check=False)
-    assert result.returncode == 1 and "not a readable image" in result.stderr
+    assert result.returncode == 1 and "not an image: a text file" in result.stderr
 
 
 def test_help_lists_every_command():

@@ -30,27 +30,28 @@ def _grid(text: str) -> tuple[int, int]:
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab import runs, zoo
+    from cnnlab import data_cli, runs, zoo
     from cnnlab.datasets.registry import load_any
     from cnnlab.progress import progress_callbacks
     from cnnlab.summary import summary_text
     from cnnlab.train import TrainConfig
 
-    data = load_any(args.data, args.data_dir)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
     if args.subset:
         data = data.subset(args.subset)
+    folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
     spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
     options = {**recipe, **{k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
         "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
         "early_stopping_patience": args.early_stopping, "monitor": args.monitor, "device": args.device,
-    }.items() if v is not None}}
+    }.items() if v is not None}, **folder_options}
     config = TrainConfig(seed=args.seed, **options)
     out = Path(args.out) if args.out else runs.default_run_dir(args.data if not Path(args.data).is_dir()
                                                                 else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
         f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
     say(summary_text(spec))
@@ -65,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = sum(history.history.get("seconds", []))
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
           f"(trained {seconds:.1f}s)  run saved to {folder}")
+    data_cli.print_bad_files(data)
     return 0
 
 
@@ -84,6 +86,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab import io, runs
+    from cnnlab.data_cli import folder_options_of_model
     from cnnlab.datasets.registry import load_any
 
     saved = io.read_model(args.run)
@@ -91,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data_name = args.data or config.get("data")
     if data_name is None:
         raise ValueError("a bare model file does not say which dataset it was trained on: give --data")
-    data = load_any(data_name, args.data_dir or _data_dir_of(config, data_name))
+    data = load_any(data_name, args.data_dir or _data_dir_of(config, data_name), **folder_options_of_model(saved.preprocessing))
     evaluation = runs.evaluate(saved.module(), saved.spec, data.x_test, data.y_test, saved.class_names)
     if args.json:
         print(json.dumps(evaluation.to_dict(), indent=2))
@@ -107,10 +110,15 @@ def _data_dir_of(config: dict[str, Any], name: str) -> str | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.models import load_model
-    from cnnlab.predict import load_image_for
+    from cnnlab.predict import load_image_for, save_input_png
 
     model = load_model(args.run)
     images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
+    if args.show_input:  # the exact pixels the model sees, one PNG per image
+        out = Path(args.show_input)
+        for i, (path, image) in enumerate(zip(args.images, images)):
+            target = out if len(images) == 1 else out.with_name(f"{out.stem}-{i}-{Path(path).stem}{out.suffix or '.png'}")
+            print(f"model input for {path} ({'x'.join(map(str, image.shape))}) written to {save_input_png(image, target)}")
     probs = model.predict(images)
     k = min(args.top_k, probs.shape[1])
     results = []
@@ -184,6 +192,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return explain_cli.plot_run(args)
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from cnnlab import data_cli
+    return data_cli.run(args)
+
+
 # --- parser ---------------------------------------------------------------------------------
 def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
     p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
@@ -218,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
+    from cnnlab.data_cli import add_data_arguments, add_train_arguments
+    add_train_arguments(p)
 
     p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
     p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
@@ -235,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--show-input", metavar="OUT.png", help="also write the exact input the model saw as a PNG "
+                   "(OUT-<i>-<name>.png for several images)")
 
     p = add("show", cmd_show, "draw dataset samples with their labels into a PNG")
     p.add_argument("data", nargs="?", default="mnist", help="dataset name or image folder (default mnist)")
@@ -253,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
                               "top losses; or `explain conv` for the conv arithmetic"))
     add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
+    add_data_arguments(add("data", cmd_data, "check an image folder (`data check DIR`) or export a built-in "
+                           "dataset as image files (`data export mnist --out DIR`)"))
     p = add("bench", cmd_bench, "time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (see --help)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark, e.g. --device cuda --repeat 2")
     parser.set_defaults(commands=commands)

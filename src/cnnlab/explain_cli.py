@@ -73,10 +73,12 @@ def _run_dir(run: str) -> Path:
 
 
 def _dataset(run: str):
+    from cnnlab.data_cli import folder_options_of_model
     from cnnlab.datasets.registry import load_any
     config = runs.read_config(_run_dir(run))
     data = config["data"]
-    return load_any(data, config.get("data_source") if data != "mnist" else None)
+    return load_any(data, config.get("data_source") if data != "mnist" else None,
+                    **folder_options_of_model(io.read_model(run).preprocessing))
 
 
 def _image(args: argparse.Namespace, saved: io.SavedModel) -> tuple[np.ndarray, str]:

@@ -74,7 +74,9 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     module = build(spec)
     keras_init_(module, config.seed)
     started = time.perf_counter()
-    history = fit(module, data.x_train, data.y_train, config, on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+    validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/
+    history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=on_step,
+                  on_epoch=on_epoch, should_stop=should_stop)
     train_seconds = time.perf_counter() - started
     evaluation = evaluate(module, spec, data.x_test, data.y_test, list(data.class_names))
     with atomic_dir(out) as tmp:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.augment import AugmentOptions, augment_batch
 from cnnlab.model import place
 
 StepCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, step, logs)
@@ -54,6 +55,8 @@ class TrainConfig:
     monitor: str = "val_loss"
     restore_best_weights: bool = True
     eval_batch_size: int = 2000
+    class_weight: tuple[float, ...] | None = None  # loss weight per class (cnnlab train sets it for imbalanced data)
+    augment: AugmentOptions | None = None  # random changes to each training batch (cnnlab.augment)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -66,6 +69,7 @@ class TrainConfig:
         _check(self.monitor in MONITORS, "monitor", self.monitor, " or ".join(MONITORS))
         _check(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
                "early_stopping_patience", self.early_stopping_patience, "an integer >= 0")
+        _check_class_weight_and_augment(self)
 
     @property
     def resolved_schedule(self) -> str:
@@ -79,6 +83,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_class_weight_and_augment(config: TrainConfig) -> None:
+    """Accept Keras's {class: weight} dict and a plain dict of augmentation options (as config.json holds)."""
+    weights = config.class_weight
+    if isinstance(weights, dict):
+        _check(sorted(weights) == list(range(len(weights))), "class_weight", weights, "a weight for every class 0..K-1")
+        weights = [weights[k] for k in range(len(weights))]
+    if weights is not None:
+        weights = tuple(float(w) for w in weights)
+        _check(len(weights) > 0 and all(math.isfinite(w) and w >= 0 for w in weights) and any(weights),
+               "class_weight", config.class_weight, "finite weights >= 0, not all zero")
+        object.__setattr__(config, "class_weight", weights)
+    if isinstance(config.augment, dict):
+        object.__setattr__(config, "augment", AugmentOptions(**config.augment))
+    _check(config.augment is None or isinstance(config.augment, AugmentOptions), "augment", config.augment,
+           "None or cnnlab.augment.AugmentOptions")
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -204,6 +225,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     opt = make_optimizer(module.parameters(), config, device)
     sched = make_schedule(opt, config, steps_per_epoch * config.epochs)
     gen = torch.Generator().manual_seed(config.seed if config.seed is not None else torch.seed())
+    class_weight = torch.tensor(config.class_weight, device=device) if config.class_weight else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     history, best, best_state, waited = History(), None, None, 0
@@ -217,9 +239,11 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             xb, yb = scale(xs[idx]), ys[idx]
+            if config.augment is not None:
+                xb = augment_batch(xb, config.augment, gen)
             with autocast:
                 logits = module(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits.float(), yb, weight=class_weight, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,5 +1,6 @@
-"""Datasets: the bundled MNIST, Fashion-MNIST, and the IDX file format they use."""
+"""Datasets: the bundled MNIST, Fashion-MNIST, the IDX file format they use, and your own image folders."""
 from cnnlab.datasets import fashion_mnist, mnist
+from cnnlab.datasets.folder import load_folder
 from cnnlab.datasets.registry import Dataset, DatasetNotFound, load
 
-__all__ = ["Dataset", "DatasetNotFound", "fashion_mnist", "load", "mnist"]
+__all__ = ["Dataset", "DatasetNotFound", "fashion_mnist", "load", "load_folder", "mnist"]

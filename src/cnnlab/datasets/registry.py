@@ -8,6 +8,7 @@ import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,8 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     source: str
+    x_val: np.ndarray | None = None  # validation images kept apart from training (an image folder's val/)
+    y_val: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -159,13 +162,13 @@ def _read_checked(path: Path, sha256: str | None) -> np.ndarray:
     return read_idx(stream)
 
 
-def load_any(name_or_folder: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """A built-in dataset by name, or an image folder by path (see cnnlab.datasets.folder)."""
+def load_any(name_or_folder: str, data_dir: str | os.PathLike | None = None, **folder_options: Any) -> Dataset:
+    """A built-in dataset by name, or an image folder by path (`folder_options` go to load_folder)."""
     if name_or_folder in SOURCES or name_or_folder in REMOTE:
         return load(name_or_folder, data_dir)
     if Path(name_or_folder).is_dir():
         from cnnlab.datasets.folder import load_folder
-        return load_folder(name_or_folder)
+        return load_folder(name_or_folder, **folder_options)
     raise ValueError(f"--data {name_or_folder!r} is neither a built-in dataset ({', '.join(names())}) nor a folder")
 
 

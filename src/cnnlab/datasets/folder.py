@@ -1,0 +1,344 @@
+"""Load an image folder (see `cnnlab.datasets.layout`) as in-memory uint8 arrays, decoded once and cached.
+
+Every image is decoded in parallel threads (Pillow releases the GIL while decoding and resizing),
+converted to the chosen colour mode and stretched to one size. The arrays are cached in the cnnlab
+cache folder under a key made of every file's path, size and modification time plus the options, so
+the next run with unchanged files loads at once, and a changed, added or removed file re-decodes.
+Files that cannot be used are skipped and listed in `dataset.report.bad_files` with the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from cnnlab.datasets.layout import BadFile, Layout, scan
+from cnnlab.datasets.registry import Dataset
+from cnnlab.predict import BadImageError, open_image, to_model_input
+
+COLORS = ("auto", "rgb", "grayscale")
+MAX_DEFAULT_SIDE = 128  # the chosen default size never exceeds this, so photos train in reasonable time on a CPU
+CACHE_VERSION = 1
+_CHUNK = 64  # files per thread task: few enough futures for 100k files, small enough to balance the threads
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    """What loading an image folder found and decided, for people and for `--json`."""
+    root: str
+    layout: str  # "classes" (one subfolder per class) or "splits" (train/ + val/ or test/)
+    split_folders: dict[str, str]
+    test_from: str  # where the evaluation images came from, in words
+    image_size: tuple[int, int]
+    size_note: str
+    color: str
+    color_note: str
+    counts: dict[str, dict[str, int]]  # split -> class -> usable images
+    bad_files: tuple[BadFile, ...]
+    cached: bool
+    cache_file: str | None
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [f"folder {self.root}: {self.layout_text()}", f"  {self.size_note}", f"  {self.color_note}",
+               f"  evaluation images: {self.test_from}"]
+        for split, classes in self.counts.items():
+            label = f"{self.split_folders[split]}" if self.layout == "splits" else "images per class"
+            out.append(f"  {label}: " + ", ".join(f"{name} {n:,}" for name, n in classes.items()))
+        how = "loaded from the cache" if self.cached else f"decoded in {self.seconds:.1f}s"
+        out.append(f"  {how}" + (f" ({self.cache_file})" if self.cache_file else ""))
+        if self.bad_files:
+            out.append(f"  {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} skipped (listed at the end)")
+        return out
+
+    def layout_text(self) -> str:
+        if self.layout == "classes":
+            return "one subfolder per class"
+        return "split folders " + ", ".join(f"{folder} ({split})" for split, folder in self.split_folders.items())
+
+    def bad_files_text(self) -> str:
+        if not self.bad_files:
+            return "no files were skipped"
+        width = max(len(b.path) for b in self.bad_files)
+        return "\n".join([f"skipped {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} in {self.root}:"] +
+                         [f"  {b.path:<{width}}  {b.reason}" for b in self.bad_files])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "layout": self.layout, "split_folders": self.split_folders,
+                "test_from": self.test_from, "image_size": list(self.image_size), "color": self.color,
+                "counts": self.counts, "bad_files": [b.to_dict() for b in self.bad_files], "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class FolderDataset(Dataset):
+    """A Dataset read from an image folder; `report` says what was found, chosen and skipped."""
+    report: FolderReport | None = field(default=None, compare=False)
+
+
+def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = None, color: str = "auto",
+                holdout: float = 0.2, seed: int = 0, workers: int | None = None, cache: bool = True,
+                on_progress: Callable[[int, int], None] | None = None) -> FolderDataset:
+    """Read an image folder into uint8 (N, H, W, C) arrays with int64 labels and the class names.
+
+    image_size (H, W): every image is stretched to it; None chooses the median size of the images,
+    scaled down to at most 128 pixels a side. color: "rgb", "grayscale" or "auto" (grayscale when every
+    image is gray). Without split folders a stratified `holdout` fraction of each class (chosen with
+    `seed`) becomes the test set; with train/ + val/ + test/ the val/ images become `x_val`.
+    `on_progress(done, total)` is called while decoding.
+    """
+    started = time.perf_counter()
+    if image_size is not None:
+        image_size = _check_size(image_size)
+    if color not in COLORS:
+        raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be a fraction between 0 and 1, got {holdout!r}")
+    layout = scan(path)
+    files = layout.files()
+    options = {"image_size": image_size, "color": color}
+    cache_file = _cache_file(layout, files, options) if cache else None
+    loaded = _read_cache(cache_file) if cache_file else None
+    if loaded is None:
+        loaded = _decode_all(layout, files, image_size, color, workers, on_progress)
+        if cache_file:
+            _write_cache(cache_file, *loaded)
+        cached = False
+    else:
+        cached = True
+    x, meta = loaded
+    return _assemble(layout, files, x, meta, holdout, seed, cached, cache_file, time.perf_counter() - started)
+
+
+def _check_size(size: Any) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width), got {size!r}") from None
+    if not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise ValueError(f"image_size must be between 1x1 and 4096x4096 pixels, got {h}x{w}")
+    return h, w
+
+
+def default_image_size(sizes: list[tuple[int, int]], cap: int = MAX_DEFAULT_SIDE) -> tuple[int, int]:
+    """The median (height, width), scaled down keeping its aspect so no side exceeds `cap`.
+
+    Sides of 32 pixels or more are rounded to a multiple of 4 so pooling layers divide them evenly.
+    """
+    if not sizes:
+        raise ValueError("no image sizes to choose a default from")
+    h, w = statistics.median(s[0] for s in sizes), statistics.median(s[1] for s in sizes)
+    shrink = min(1.0, cap / max(h, w))
+    h, w = h * shrink, w * shrink
+    return tuple(max(1, int(4 * round(v / 4)) if v >= 32 else int(round(v))) for v in (h, w))  # type: ignore[return-value]
+
+
+# --- decoding -----------------------------------------------------------------------------------------
+def map_in_threads(fn: Callable[[Path], Any], paths: list[Path], workers: int | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """[fn(p) for p in paths], computed by a thread pool in chunks; results in the order of `paths`."""
+    workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    out: list[Any] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(lambda chunk: [fn(p) for p in chunk], chunks):
+            out.extend(part)
+            if on_progress:
+                on_progress(len(out), len(paths))
+    return out
+
+
+def _probe(path: Path) -> tuple[int, int] | None:
+    """(height, width) after EXIF rotation, from the header alone; None when the file is unusable."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that swap width and height
+                w, h = h, w
+            return h, w
+    except Exception:  # the full decode fails on the same file and gives the reason
+        return None
+
+
+def _decode(path: Path, size: tuple[int, int], color: str) -> tuple[np.ndarray, bool] | str:
+    try:
+        img = open_image(path)
+    except (BadImageError, FileNotFoundError) as exc:
+        return getattr(exc, "reason", "disappeared while reading")
+    try:
+        arr = to_model_input(img, (*size, 1 if color == "grayscale" else 3))
+    except Exception as exc:  # an exotic pixel format Pillow cannot convert: skip the file like any bad one
+        return f"cannot convert its {img.mode} pixels to {color} ({exc})"
+    gray = arr.shape[2] == 1 or bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    return arr, gray
+
+
+def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: tuple[int, int] | None, color: str,
+                workers: int | None, on_progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    paths = [p for _, _, p in files]
+    bad: dict[int, str] = {}
+    if image_size is None:
+        probed = map_in_threads(_probe, paths, workers, None)
+        sizes = [s for s in probed if s is not None]
+        if not sizes:
+            image_size = (1, 1)  # nothing decodes; _assemble names the empty class folders
+            size_note = "no readable images"
+        else:
+            image_size = default_image_size(sizes)
+            hs, ws = [s[0] for s in sizes], [s[1] for s in sizes]
+            median = f"{statistics.median(hs):g}x{statistics.median(ws):g}"
+            spread = f"from {min(hs)}x{min(ws)} to {max(hs)}x{max(ws)}" if len(set(sizes)) > 1 else "all the same size"
+            capped = f", scaled to fit {MAX_DEFAULT_SIDE}" if image_size != default_image_size(sizes, cap=10**9) else ""
+            size_note = (f"image size {image_size[0]}x{image_size[1]}: the median size {median} of {len(sizes):,} images "
+                         f"({spread}){capped}; change it with --image-size HxW")
+    else:
+        size_note = f"image size {image_size[0]}x{image_size[1]} (as asked)"
+    channels = 1 if color == "grayscale" else 3
+    _check_memory(len(paths), image_size, channels)
+    decoded = map_in_threads(lambda p: _decode(p, image_size, color), paths, workers, on_progress)
+    x = np.zeros((len(paths), *image_size, channels), dtype=np.uint8)  # (N, H, W, C)
+    all_gray = True
+    for i, result in enumerate(decoded):
+        if isinstance(result, str):
+            bad[i] = result
+        else:
+            x[i] = result[0]
+            all_gray &= result[1]
+    if color == "auto":
+        color = "grayscale" if all_gray else "rgb"
+        color_note = ("colour: grayscale (every image is gray; --color rgb keeps 3 channels)" if all_gray else
+                      "colour: rgb (some images have colour; --color grayscale converts them)")
+        if all_gray:
+            x = np.ascontiguousarray(x[..., :1])
+    else:
+        color_note = f"colour: {color} (as asked)"
+    meta = {"image_size": list(image_size), "size_note": size_note, "color": color, "color_note": color_note,
+            "bad": {str(i): reason for i, reason in bad.items()}}
+    return x, meta
+
+
+def _check_memory(n: int, size: tuple[int, int], channels: int) -> None:
+    """Refuse before decoding when the arrays would not fit in half of the free memory."""
+    need = n * size[0] * size[1] * channels
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > free // 2:
+        raise ValueError(f"{n:,} images of {size[0]}x{size[1]}x{channels} need {need / 1e9:.1f} GB in memory but only "
+                         f"{free / 1e9:.1f} GB is free; choose a smaller --image-size (streaming from disk is not "
+                         "supported yet)")
+
+
+# --- cache ----------------------------------------------------------------------------------------------
+def _cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict[str, Any]) -> Path:
+    from cnnlab.datasets.download import cache_dir
+    key = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "root": str(layout.root), "options": options,
+                                     "classes": layout.class_names}, sort_keys=True).encode())
+    for split, label, path in files:
+        try:
+            st = path.stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        key.update(f"{split}\0{label}\0{layout.rel(path)}\0{stamp}\n".encode())
+    # One entry per folder and options: a new entry replaces the one for the same prefix (see _write_cache).
+    prefix = hashlib.sha256(json.dumps([str(layout.root), options], sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "folders" / f"{layout.root.name[:40]}-{prefix}-{key.hexdigest()[:16]}.npz"
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["x"], json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):  # missing or damaged: decode again
+        return None
+
+
+def _write_cache(path: Path, x: np.ndarray, meta: dict[str, Any]) -> None:
+    """Atomic write; the older entry for the same folder and options is removed, so the cache stays bounded."""
+    from cnnlab.fsutil import atomic_path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, x=x, meta=np.array(json.dumps(meta)))
+        prefix = path.name.rsplit("-", 1)[0] + "-"
+        for old in path.parent.glob(f"{prefix}*.npz"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only or full cache only costs the next run a fresh decode
+
+
+# --- assembling the splits ---------------------------------------------------------------------------
+def stratified_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held_out) indices: about `fraction` of every class held out; a class of one is kept whole."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        k = min(max(int(round(len(idx) * fraction)), 1), len(idx) - 1) if len(idx) > 1 else 0
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _assemble(layout: Layout, files: list[tuple[str, int, Path]], x: np.ndarray, meta: dict[str, Any],
+              holdout: float, seed: int, cached: bool, cache_file: Path | None, seconds: float) -> FolderDataset:
+    bad = {int(i): reason for i, reason in meta["bad"].items()}
+    bad_files = tuple(sorted([*layout.skipped, *(BadFile(layout.rel(files[i][2]), r) for i, r in bad.items())],
+                             key=lambda b: b.path))
+    split_of = np.array([s for s, _, _ in files])
+    y = np.array([label for _, label, _ in files], dtype=np.int64)
+    ok = np.ones(len(files), dtype=bool)
+    ok[list(bad)] = False
+    counts: dict[str, dict[str, int]] = {}
+    for split, classes in layout.splits.items():
+        counts[split] = {}
+        for label, name in enumerate(layout.class_names):
+            if name not in classes:
+                continue
+            n = int(np.sum(ok & (split_of == split) & (y == label)))
+            if n == 0:
+                where = f"{layout.split_folders[split]}{name}/" if layout.split_folders else f"{name}/"
+                total = len(classes[name])
+                raise ValueError(f"class folder {where} in {layout.root} has no usable image"
+                                 + (f" ({total} file{'s' * (total != 1)} could not be read: "
+                                    f"{next(b.reason for b in bad_files if b.path.startswith(where))})" if total else ""))
+            counts[split][name] = n
+
+    def part(split: str) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.flatnonzero(ok & (split_of == split))
+        return x[idx], y[idx]
+
+    x_train, y_train = part("train")
+    x_val = y_val = None
+    if "test" in layout.splits:
+        x_test, y_test = part("test")
+        test_from = f"{layout.split_folders['test']} ({len(y_test):,})"
+        if "val" in layout.splits:
+            x_val, y_val = part("val")
+            test_from += f"; {layout.split_folders['val']} ({len(y_val):,}) is the validation data during training"
+    elif "val" in layout.splits:
+        x_test, y_test = part("val")
+        test_from = f"{layout.split_folders['val']} ({len(y_test):,}; there is no test/ folder)"
+    else:
+        keep, held = stratified_split(y_train, holdout, seed)
+        x_test, y_test, x_train, y_train = x_train[held], y_train[held], x_train[keep], y_train[keep]
+        test_from = f"{len(y_test):,} images held out, {holdout:.0%} of each class (stratified, seed {seed})"
+    # Shuffled once (seeded) so that a validation_split, which takes the last images, sees every class.
+    order = np.random.default_rng(seed).permutation(len(y_train))
+    x_train, y_train = x_train[order], y_train[order]
+    report = FolderReport(str(layout.root), "splits" if layout.split_folders else "classes", dict(layout.split_folders),
+                          test_from, tuple(meta["image_size"]), meta["size_note"], meta["color"], meta["color_note"],
+                          counts, bad_files, cached, str(cache_file) if cache_file else None, seconds)
+    return FolderDataset(str(layout.root), x_train, y_train, x_test, y_test, layout.class_names, str(layout.root),
+                         x_val=x_val, y_val=y_val, report=report)

@@ -1,0 +1,123 @@
+"""Predicting on real inputs: file errors, colour/size conversion, MNIST-style digits, --show-input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from cnnlab import layers
+from cnnlab.cli import main
+from cnnlab.datasets.registry import Dataset
+from cnnlab.digits import mnist_style
+from cnnlab.models import Sequential
+from cnnlab.predict import BadImageError, load_image_for, open_image, to_model_input
+
+MNIST_STYLE = {"scale": 255, "size": [28, 28], "channels": 1, "color": "grayscale", "mnist_style": True}
+
+
+@pytest.fixture(scope="module")
+def model(mnist: Dataset) -> Sequential:
+    """A small dense network trained for a few seconds (about 95% on MNIST), not translation invariant,
+    so it only agrees with itself when the preprocessing really reproduces MNIST's framing."""
+    net = Sequential([layers.Input((28, 28, 1)), layers.Flatten(), layers.Dense(64, activation="relu"),
+                      layers.Dense(10, activation="softmax")])
+    net.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    net.fit(mnist.x_train[:20000], mnist.y_train[:20000], epochs=2, verbose=0, device="cpu")
+    net.preprocessing = dict(MNIST_STYLE)
+    return net
+
+
+def render_on_paper(digit: np.ndarray, scale: int = 6, top: int = 20, left: int = 20, height: int = 200,
+                    width: int = 300) -> np.ndarray:
+    """An MNIST digit drawn black on white, `scale` times larger, off-centre in a height x width page."""
+    big = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    page = Image.new("L", (width, height), 255)
+    page.paste(big, (left, top))
+    return np.asarray(page)
+
+
+def _centre_of_mass(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    return np.array([np.arange(a.shape[0]) @ a.sum(1), np.arange(a.shape[1]) @ a.sum(0)]) / a.sum()
+
+
+def test_mnist_digits_pass_through_unchanged(mnist):
+    digits = mnist.x_test[:100, ..., 0]
+    out = np.stack([mnist_style(d) for d in digits])
+    assert np.abs(out.astype(int) - digits).mean() < 0.5  # already MNIST-style: at most rounding changes
+
+
+def test_rendered_digit_is_reframed_like_mnist(mnist):
+    for digit in mnist.x_test[:40, ..., 0]:
+        out = mnist_style(render_on_paper(digit))
+        assert np.abs(_centre_of_mass(out) - 14.0).max() <= 0.5  # MNIST's centre of mass (index units)
+        ys, xs = np.nonzero(out > 25)
+        oy, ox = np.nonzero(digit > 25)
+        assert abs((ys.max() - ys.min()) - (oy.max() - oy.min())) <= 1
+        assert abs((xs.max() - xs.min()) - (ox.max() - ox.min())) <= 1
+        shifts = [np.abs(np.roll(out, (dy, dx), (0, 1)).astype(int) - digit).mean()
+                  for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        assert min(shifts) < 12  # same picture up to the half-pixel rounding of the centring
+
+
+def test_rendered_photo_like_digits_get_the_same_prediction(mnist, model):
+    digits, labels = mnist.x_test[:200, ..., 0], mnist.y_test[:200]
+    p = model.predict(digits)
+    sure = np.flatnonzero((p.max(1) > 0.9) & (p.argmax(1) == labels))
+    assert len(sure) > 120
+    rng = np.random.default_rng(0)
+
+    def grey_noisy_paper(d: np.ndarray) -> np.ndarray:  # a phone photo: grey paper, sensor noise, a dark speck
+        page = render_on_paper(d, scale=5, top=10, left=150).astype(np.float64) * 0.8 + rng.normal(0, 6, (200, 300))
+        page[190, 5] = 0
+        return np.clip(page, 0, 255).astype(np.uint8)
+
+    def thin_pen(d: np.ndarray) -> np.ndarray:  # a biro line: strokes a fifth as thick relative to the digit
+        big = Image.fromarray(d).resize((280, 280), Image.Resampling.BICUBIC).point(lambda v: 255 * (v > 200))
+        return 255 - np.asarray(big.filter(ImageFilter.MinFilter(5)))
+
+    for make in (render_on_paper, grey_noisy_paper, thin_pen):  # measured: 142, 143 and 142 of 143 agree
+        x = np.stack([mnist_style(make(d)) for d in digits[sure]])
+        agree = (model.predict(x).argmax(1) == labels[sure]).mean()
+        assert agree >= 0.98, (make.__name__, agree)
+
+
+def test_predict_cli_shows_the_exact_input(tmp_path, mnist, model, capsys):
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    i = 0
+    Image.fromarray(render_on_paper(mnist.x_test[i, ..., 0], top=5, left=100)).save(tmp_path / "seven.jpg", quality=95)
+    assert main(["predict", str(path), str(tmp_path / "seven.jpg"), "--json", "--show-input", str(tmp_path / "in.png")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("["):])
+    assert result[0]["top"][0]["class"] == str(mnist.y_test[i])
+    seen = np.asarray(Image.open(tmp_path / "in.png"))
+    np.testing.assert_array_equal(seen, load_image_for(tmp_path / "seven.jpg", (28, 28, 1), MNIST_STYLE)[..., 0])
+    assert seen.shape == (28, 28)
+
+
+def test_bad_files_raise_with_a_reason(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(good)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    for name, words in (("empty.png", "empty file"), ("text.jpg", "text file"), ("cut.png", "truncated")):
+        with pytest.raises(BadImageError, match=words):
+            open_image(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        open_image(tmp_path / "missing.png")
+    with pytest.raises(BadImageError, match="folder"):
+        open_image(tmp_path)
+
+
+def test_colour_modes_become_the_model_input():
+    clear = Image.fromarray(np.zeros((6, 8, 4), dtype=np.uint8))  # transparent black -> white paper
+    assert (to_model_input(clear, (6, 8, 1)) == 255).all()
+    deep = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))  # 16-bit grey: scaled, not clipped
+    np.testing.assert_array_equal(to_model_input(deep, (1, 3, 1))[0, :, 0], [0, 128, 255])
+    rgb = to_model_input(Image.new("L", (50, 20), 77), (10, 25, 3))
+    assert rgb.shape == (10, 25, 3) and (rgb == 77).all()
