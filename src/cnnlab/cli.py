@@ -177,6 +177,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return explain_cli.plot_run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cnnlab.web import cli as web_cli
+    return web_cli.run(args)
+
+
 # --- parser ---------------------------------------------------------------------------------
 def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
     p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
@@ -245,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
                               "top losses; or `explain conv` for the conv arithmetic"))
     add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
+    from cnnlab.web.cli import add_serve_arguments
+    add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
+                            "response, train and watch live (needs the web extra)"))
     parser.set_defaults(commands=commands)
     return parser
 
