@@ -1,7 +1,7 @@
 // Line charts on a <canvas>: training curves for the model view and the live training view.
 "use strict";
 
-window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch", yFixed = null }) {
+window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch", yFixed = null, xRange = null }) {
   // Draw at the screen's pixel density so lines stay sharp; the CSS size is the canvas's attribute size.
   const ratio = window.devicePixelRatio || 1;
   const w = Number(canvas.getAttribute("width")), h = Number(canvas.getAttribute("height"));
@@ -28,12 +28,20 @@ window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch",
     ctx.fillText("no data yet", pad.l + pw / 2 - 30, pad.t + ph / 2);
     return;
   }
-  let x0 = Math.min(...all.map((p) => p[0])), x1 = Math.max(...all.map((p) => p[0]));
+  // xRange fixes the axis (a live run spans 0..epochs from its start, so the curve grows across it).
+  let x0 = xRange ? xRange[0] : Math.min(...all.map((p) => p[0]));
+  let x1 = xRange ? xRange[1] : Math.max(...all.map((p) => p[0]));
   let y0 = yFixed ? yFixed[0] : Math.min(...all.map((p) => p[1]));
   let y1 = yFixed ? yFixed[1] : Math.max(...all.map((p) => p[1]));
   if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
   if (y1 === y0) { y0 -= 0.05; y1 += 0.05; }
-  if (!yFixed) { const m = (y1 - y0) * 0.08; y0 -= m; y1 += m; }
+  if (!yFixed) {
+    const m = (y1 - y0) * 0.08, low = y0, high = y1;
+    y0 -= m;
+    y1 += m;
+    if (low >= 0) y0 = Math.max(0, y0);  // losses and accuracies are never negative
+    if (high <= 1) y1 = Math.min(1, y1);  // nor is an accuracy over 1
+  }
   const X = (x) => pad.l + ((x - x0) / (x1 - x0)) * pw;
   const Y = (y) => pad.t + (1 - (y - y0) / (y1 - y0)) * ph;
 
@@ -46,10 +54,12 @@ window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch",
     ctx.beginPath(); ctx.moveTo(pad.l, Y(y)); ctx.lineTo(pad.l + pw, Y(y)); ctx.stroke();
     ctx.fillText(y.toFixed(y1 - y0 < 0.2 ? 3 : 2), 4, Y(y) + 4);
   }
-  for (let i = 0; i <= 4; i++) {
-    const x = x0 + ((x1 - x0) * i) / 4;
-    ctx.fillText(x.toFixed(x1 - x0 < 4 ? 1 : 0), X(x) - 8, pad.t + ph + 14);
-  }
+  // Whole epochs get whole ticks; fractions (live steps) get five evenly spaced ones.
+  const whole = Number.isInteger(x0) && Number.isInteger(x1) && x1 - x0 <= 12 &&
+    (x1 - x0 >= 2 || all.every((p) => Number.isInteger(p[0])));
+  const ticks = whole ? Array.from({ length: x1 - x0 + 1 }, (_, i) => x0 + i)
+                      : [0, 1, 2, 3, 4].map((i) => x0 + ((x1 - x0) * i) / 4);
+  ticks.forEach((x) => ctx.fillText(String(Number(x.toFixed(2))), X(x) - 8, pad.t + ph + 14));
   ctx.fillText(xlabel, pad.l + pw / 2 - 14, h - 4);
   ctx.strokeStyle = "#999";
   ctx.strokeRect(pad.l, pad.t, pw, ph);

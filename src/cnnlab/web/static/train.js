@@ -4,6 +4,7 @@
 // --- train --------------------------------------------------------------------------------------
 let options = null, specOk = false, specTimer = null, events = null;
 const live = { loss: [], acc: [], valLoss: [], valAcc: [], epochLoss: [], epochAcc: [] };
+let liveEpochs = 1;
 
 async function loadOptions() {
   if (options) return;
@@ -81,11 +82,12 @@ $("#t-stop").addEventListener("click", async () => {
 });
 
 function drawLive() {
-  lineChart($("#live-loss"), { title: "Loss", series: [
+  const xRange = [0, liveEpochs];
+  lineChart($("#live-loss"), { title: "Loss", xRange, series: [
     { label: "train (running)", color: "#1f77b4", points: live.loss, width: 1.5 },
     { label: "train (epoch)", color: "#1f77b4", points: live.epochLoss, dots: true, width: 0 },
     { label: "validation", color: "#ff7f0e", points: live.valLoss, dots: true }] });
-  lineChart($("#live-acc"), { title: "Accuracy", series: [
+  lineChart($("#live-acc"), { title: "Accuracy", xRange, series: [
     { label: "train (running)", color: "#2ca02c", points: live.acc, width: 1.5 },
     { label: "train (epoch)", color: "#2ca02c", points: live.epochAcc, dots: true, width: 0 },
     { label: "validation", color: "#ff7f0e", points: live.valAcc, dots: true }] });
@@ -108,6 +110,8 @@ function follow() {
     $("#t-start").disabled = !specOk;
   };
   on("start", (e) => {
+    liveEpochs = e.epochs;
+    drawLive();
     $("#train-status").textContent = `training ${e.model} on ${e.train_images.toLocaleString("en")} ${e.data} images, ` +
       `${e.epochs} epoch${e.epochs === 1 ? "" : "s"}, batch ${e.batch_size} → run ${e.run}`;
     log(`run ${e.run}`);

@@ -57,7 +57,12 @@ pad.addEventListener("pointermove", (event) => {
   drawStroke(stroke.points.slice(-2));
   schedulePredict();
 });
-const endStroke = () => { if (stroke) { stroke = null; schedulePredict(); } };
+const endStroke = () => {
+  if (!stroke) return;
+  stroke = null;
+  redraw();  // the pad is now exactly a replay of `items`, so undo gives back the very same pixels
+  schedulePredict();
+};
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
@@ -94,6 +99,7 @@ let timer = null, inFlight = false, dirty = false, generation = 0;
 
 function schedulePredict() {
   dirty = true;
+  pad.dataset.state = "busy";  // "idle" once the page shows the answer for what is on the pad
   if (!timer && !inFlight) timer = setTimeout(sendPredict, 60);
 }
 
@@ -105,7 +111,7 @@ function padBlob() {
 
 async function sendPredict() {
   timer = null;
-  if (!items.length) return;
+  if (!items.length) { pad.dataset.state = "idle"; return; }
   dirty = false;
   inFlight = true;
   const mine = generation;
@@ -125,6 +131,7 @@ async function sendPredict() {
   } finally {
     inFlight = false;
     if (dirty && items.length) schedulePredict();
+    else pad.dataset.state = "idle";
   }
 }
 
