@@ -31,8 +31,8 @@ from cnnlab.predict import to_model_input  # noqa: E402
 from cnnlab.summary import summary_dict  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
 from cnnlab.web.encode import GAP, VIRIDIS  # noqa: E402
-from cnnlab.web.guards import allowed_hosts, is_loopback  # noqa: E402
-from cnnlab.web.uploads import MAX_BODY_BYTES, MAX_PIXELS  # noqa: E402
+from cnnlab.web.guards import allowed_hosts, bind_warning, is_loopback  # noqa: E402
+from cnnlab.web.uploads import MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_PIXELS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,6 +145,7 @@ def _bomb_png(width: int, height: int) -> bytes:
     ("truncated png", 400, "truncated"),
     ("bomb", 413, "pixels"),
     ("huge body", 413, "limit"),
+    ("huge image", 413, "bytes; the limit"),
     ("no file field", 422, "'file'"),
     ("no body", 415, "content type"),
     ("plain text body", 415, "text/plain"),
@@ -166,7 +167,11 @@ def test_predict_refuses_bad_uploads_with_json_4xx(client, mnist, case, status, 
         assert len(raw) < 100_000 and 8000 * 8000 > MAX_PIXELS
         r = upload(client, raw)
     elif case == "huge body":
-        r = upload(client, png + b"\0" * MAX_BODY_BYTES)
+        r = upload(client, png + b"\0" * MAX_BODY_BYTES)  # refused before the body is read
+    elif case == "huge image":
+        raw = png + b"\0" * MAX_IMAGE_BYTES  # within the body limit, over the image limit
+        assert len(raw) < MAX_BODY_BYTES
+        r = upload(client, raw)
     elif case == "no file field":
         r = client.post("/api/predict", files={"image": ("x.png", png, "image/png")})
     elif case == "no body":
@@ -299,6 +304,33 @@ def test_without_a_model_the_api_says_so(tmp_path):
             assert r.status_code == 404
             assert "no model is being served" in error_of(r)
         assert c.get("/api/runs").json() == {"runs": [], "served": None}
+
+
+def test_serving_a_bare_model_file(tmp_path, trained, mnist):
+    import shutil
+    model_file = tmp_path / "digits.safetensors"
+    shutil.copy(trained / "model.safetensors", model_file)
+    with TestClient(create_app(run=model_file, runs_dir=tmp_path / "runs"), base_url="http://127.0.0.1") as c:
+        body = c.get("/api/model").json()
+        assert body["name"] == "digits.safetensors" and body["metrics"] is None and body["history"] is None
+        assert body["summary"]["total_params"] == 93_322
+        assert upload(c, web_support.png_bytes(mnist.x_test[0])).json()["top"][0]["class"] == "7"
+        r = c.get("/api/model/examples", params={"true": 0, "predicted": 0})
+        assert r.status_code == 404 and "bare model file" in error_of(r)
+
+
+def test_image_folders_given_at_start_are_offered_by_name(tmp_path, runs_dir):
+    folder = tmp_path / "hotdogs"
+    for label in ("hotdog", "not_hotdog"):
+        (folder / label).mkdir(parents=True)
+    with TestClient(create_app(runs_dir=runs_dir, data_dirs=[folder]), base_url="http://127.0.0.1") as c:
+        datasets = c.get("/api/train/options").json()["datasets"]
+        assert {"name": "hotdogs", "kind": "folder"}.items() <= next(d for d in datasets if d["name"] == "hotdogs").items()
+        assert str(folder) not in [d["name"] for d in datasets]  # named, never addressed by path
+        r = c.post("/api/spec", json={"model": "seed", "data": str(folder)})
+        assert r.status_code == 404 and "unknown dataset" in error_of(r)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        create_app(runs_dir=runs_dir, data_dirs=[tmp_path / "missing"])
 
 
 def test_serving_a_run_outside_the_runs_folder(tmp_path, trained):
@@ -472,15 +504,22 @@ def test_static_files_never_leave_their_folder(client, path):
 
 def test_foreign_host_header_is_refused(client):
     # a page elsewhere whose DNS name points at 127.0.0.1 (DNS rebinding) reaches no API
-    assert client.get("/api/model", headers={"host": "attacker.example"}).status_code == 400
-    assert client.get("/api/model", headers={"host": "localhost:8000"}).status_code == 200
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", ""):
+        r = client.get("/api/model", headers={"host": host})
+        assert r.status_code == 400, host
+        assert "answers only to" in error_of(r)
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST"):
+        assert client.get("/api/model", headers={"host": host}).status_code == 200, host
 
 
-def test_hosts_and_loopback():
+def test_hosts_loopback_and_the_bind_warning():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
-    assert allowed_hosts("0.0.0.0") == ["*"]
-    assert "192.168.1.5" in allowed_hosts("192.168.1.5") and "localhost" in allowed_hosts("192.168.1.5")
+    assert allowed_hosts("0.0.0.0") == allowed_hosts("::") == ["*"]
+    assert set(allowed_hosts("192.168.1.5")) == {"192.168.1.5", "127.0.0.1", "localhost", "[::1]"}
+    assert bind_warning("127.0.0.1") is None and bind_warning("localhost") is None and bind_warning("::1") is None
+    for host in ("0.0.0.0", "192.168.1.5", "::"):
+        assert "other computers" in bind_warning(host) and host in bind_warning(host)
 
 
 def test_unknown_routes_and_methods_are_json_4xx(client):

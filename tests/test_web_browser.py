@@ -1,11 +1,12 @@
 """The web page in a real browser: headless Debian Chromium driven by Playwright, against a live uvicorn.
 
 Skips (saying why) when Playwright or Chromium is missing; `.ci/install-browser.sh` installs Chromium.
-Set CNNLAB_SCREENSHOTS=DIR to save screenshots of the views there (docs/images holds the README's),
+CNNLAB_CHROMIUM names another Chromium binary. Set CNNLAB_SCREENSHOTS=DIR to save screenshots of the views there (docs/images holds the README's),
 and CNNLAB_WEB_RUN=RUN to serve that run instead of the tiny one trained here.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from cnnlab.models import load_model  # noqa: E402
 from cnnlab.predict import to_model_input  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--no-first-run", "--disable-dev-shm-usage"]
 SHOTS = os.environ.get("CNNLAB_SCREENSHOTS")
@@ -43,7 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip("no Chromium at /usr/bin/chromium: run .ci/install-browser.sh")
+        pytest.skip(f"no Chromium at {CHROMIUM}: run .ci/install-browser.sh (or set CNNLAB_CHROMIUM)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
@@ -166,6 +167,21 @@ def test_upload_an_mnist_test_image_and_see_its_label(page, trained, tmp_path):
     page.wait_for_function("() => document.querySelectorAll('#maps figure').length >= 5")
     assert page.text_content("#top-class") == str(data.y_test[i])
     assert page.locator("#predict-error").text_content() == ""
+
+    # dropped on the pad, as a file dragged from the desktop arrives
+    j = next(k for k in range(i + 1, 100) if data.y_test[k] != data.y_test[i])
+    x = to_model_input(Image.fromarray(data.x_test[j][:, :, 0]), model.spec.input_shape, model.preprocessing)
+    expected = str(model.predict(x[None])[0].argmax())  # the core's own answer for this image
+    dropped = page.evaluate_handle(
+        """(b64) => {
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+             return transfer;
+           }""", base64.b64encode(web_support.png_bytes(data.x_test[j])).decode())
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    settled(page)
+    page.wait_for_function("(want) => document.querySelector('#top-class').textContent === want", arg=expected)
 
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"just some text")

@@ -16,12 +16,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cnnlab import io, zoo
 from cnnlab.summary import summary_dict
 from cnnlab.train import OPTIMIZERS, TrainConfig
-from cnnlab.web.guards import BodyLimit, SecurityHeaders, allowed_hosts
+from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
 from cnnlab.web.stores import DataStore, NotFound, RunStore, subset
@@ -101,7 +100,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
                   description="Draw or upload a digit, see what every layer of a CNN saw; train and watch live.")
     app.state.cnnlab = state
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
+    app.add_middleware(HostCheck, allowed=allowed_hosts(host))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _errors(app)
     _docs(app)
@@ -236,7 +235,7 @@ def _errors(app: FastAPI) -> None:
     """Every error is JSON {"error": message} with a 4xx status; no traceback leaves the server."""
     statuses: list[tuple[type[BaseException], int]] = [
         (NotFound, 404), (FileNotFoundError, 404), (Busy, 409), (NotRunning, 409), (io.ModelFileError, 422),
-        (ValueError, 422)]
+        (ValueError, 422), (ImportError, 501)]  # 501: an optional part of cnnlab (e.g. image folders) is missing
 
     def reply(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)

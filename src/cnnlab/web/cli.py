@@ -24,14 +24,16 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from cnnlab.web.app import create_app
-        from cnnlab.web.guards import is_loopback
+        from cnnlab.web.guards import bind_warning
     except ImportError as exc:
         raise RuntimeError(f"cnnlab serve needs the web extra: pip install 'cnnlab[web]' ({exc})") from None
     app = create_app(args.run, args.runs, args.data, host=args.host)
-    if not is_loopback(args.host):
-        print(f"cnnlab: warning: listening on {args.host}, so other computers on the network can use this "
-              "server (no login); use --host 127.0.0.1 to keep it to this computer", file=sys.stderr)
+    warning = bind_warning(args.host)
+    if warning:
+        print(f"cnnlab: warning: {warning}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"cnnlab: serving on http://{shown}:{args.port}/  (API docs at /docs; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # An open event stream would otherwise hold Ctrl-C until training ends; after 3 s the app's
+    # shutdown stops the job, which still saves its run folder.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
     return 0

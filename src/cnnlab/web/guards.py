@@ -1,4 +1,4 @@
-"""ASGI guards: request body size limit, security headers, and which Host headers a local server answers."""
+"""ASGI guards: request body size limit, Host header check, security headers; the bind-address warning."""
 from __future__ import annotations
 
 import ipaddress
@@ -68,6 +68,26 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class HostCheck:
+    """Answer only requests whose Host header is one of `allowed` ("*": any), with a JSON 400 otherwise.
+
+    A web page elsewhere can point its own domain name at 127.0.0.1 (DNS rebinding); checking the
+    Host header keeps such a page from reaching the API.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: list[str]):
+        self.app, self.allowed = app, set(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+            if name not in self.allowed:
+                return await _reply(send, 400, f"this server answers only to {', '.join(sorted(self.allowed))}, "
+                                               f"not to Host {host!r}")
+        await self.app(scope, receive, send)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -78,11 +98,15 @@ def is_loopback(host: str) -> bool:
 
 
 def allowed_hosts(bind: str) -> list[str]:
-    """Host headers to answer: loopback names, plus the bound address; any host when bound to all interfaces.
-
-    A web page elsewhere can point its own domain name at 127.0.0.1 (DNS rebinding); checking the
-    Host header keeps such a page from reaching the API.
-    """
+    """Host names to answer: loopback names plus the bound address; any when bound to all interfaces."""
     if bind in ("0.0.0.0", "::", ""):
         return ["*"]
-    return sorted({"127.0.0.1", "localhost", "::1", "[::1]", bind})
+    return sorted({"127.0.0.1", "localhost", "[::1]", f"[{bind}]" if ":" in bind else bind.lower()})
+
+
+def bind_warning(host: str) -> str | None:
+    """What to tell the user when the server can be reached from other computers."""
+    if is_loopback(host):
+        return None
+    return (f"listening on {host}, so other computers on the network can use this server (no login, "
+            "and anyone can train); use --host 127.0.0.1 to keep it to this computer")
