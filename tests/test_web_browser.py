@@ -1,8 +1,8 @@
 """The web page in a real browser: headless Debian Chromium driven by Playwright, against a live uvicorn.
 
 Skips (saying why) when Playwright or Chromium is missing; `.ci/install-browser.sh` installs Chromium.
-CNNLAB_CHROMIUM names another Chromium binary. Set CNNLAB_SCREENSHOTS=DIR to save screenshots of the views there (docs/images holds the README's),
-and CNNLAB_WEB_RUN=RUN to serve that run instead of the tiny one trained here.
+CNNLAB_CHROMIUM names another Chromium binary. CNNLAB_SCREENSHOTS=DIR saves screenshots of the views
+there (docs/images holds the README's); CNNLAB_WEB_RUN=RUN serves that run instead of the tiny one.
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def page(browser, server):
     # A 4xx answer is logged by the browser as a failed load; the page shows those errors itself.
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
           if m.type == "error" and "the server responded with a status of 4" not in m.text else None)
-    pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else problems.append(f"outside: {r.url}"))
+    pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:"))
+          else problems.append(f"outside: {r.url}"))
     pg.goto(base + "/")
     pg.wait_for_selector("#served:not(.none)")
     yield pg
@@ -124,7 +125,7 @@ def test_draw_a_one_and_see_prediction_and_maps(page):
     captions = page.locator("#maps figcaption").all_text_contents()
     assert [c.split()[0] for c in captions] == ["conv2d", "max_pooling2d", "conv2d_1", "max_pooling2d_1", "conv2d_2"]
     assert "(None, 26, 26, 32)" in captions[0]
-    page.wait_for_function("() => [...document.querySelectorAll('#maps img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('#maps img')].every((i) => i.naturalWidth > 0)")
 
     page.click("#maps figure >> nth=0")  # enlarge a layer
     assert page.is_visible("#zoom")

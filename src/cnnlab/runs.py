@@ -63,7 +63,8 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
 
 def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
               on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
-              should_stop: Any = None, figures: bool = True, step_every: int = 20) -> tuple[Path, History, Evaluation]:
+              should_stop: Any = None, figures: bool = True, step_every: int = 20
+              ) -> tuple[Path, History, Evaluation]:
     """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation).
 
     `on_step` is called every `step_every` steps (see `fit`); the web page asks for more points than the progress bar.

@@ -111,7 +111,8 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
     if spec.input_shape is None and input_shape is not None:
         spec = spec.with_input_shape(input_shape)
     elif input_shape is not None and spec.input_shape != tuple(input_shape):
-        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images {tuple(input_shape)}")
+        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images "
+                        f"{tuple(input_shape)}")
     if input_shape is not None and num_classes is not None:
         out = spec.shapes()[-1] if spec.layers else tuple(input_shape)
         if out != (num_classes,):

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from cnnlab import io, zoo
+from cnnlab.layers import ModelSpec
 from cnnlab.summary import summary_dict
 from cnnlab.train import OPTIMIZERS, TrainConfig
 from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
@@ -49,7 +50,7 @@ class TrainRequest(SpecRequest):
     seed: int | None = 0
 
 
-class App:
+class ServerState:
     """What the routes share: the configured folders, the served model and the training job."""
 
     def __init__(self, run: str | Path | None, runs_dir: str | Path, data_dirs: list[str | Path]):
@@ -72,12 +73,17 @@ class App:
         return served
 
     @property
+    def served_name(self) -> str | None:
+        return self._served.name if self._served is not None else None
+
+    @property
     def served(self) -> Served:
         if self._served is None:
             raise NotFound("no model is being served: train one on the Train tab, or start `cnnlab serve RUN`")
         return self._served
 
-    def spec(self, req: SpecRequest) -> tuple[Any, dict[str, Any]]:
+    def spec(self, req: SpecRequest) -> tuple[ModelSpec, dict[str, Any]]:
+        """The request's model for its dataset, or SpecError/ValueError saying what is wrong."""
         data = self.data.load(req.data)
         spec, recipe = zoo.resolve_text(req.model, data.input_shape, len(data.class_names))
         total = summary_dict(spec)["total_params"]
@@ -89,7 +95,7 @@ class App:
 def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", data_dirs: list[str | Path] | None = None,
                host: str = "127.0.0.1") -> FastAPI:
     """The web app for `cnnlab serve`; `run` is served first (default: the newest run in `runs_dir`)."""
-    state = App(run, runs_dir, list(data_dirs or []))
+    state = ServerState(run, runs_dir, list(data_dirs or []))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -111,7 +117,8 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         return FileResponse(STATIC / "index.html")
 
     # --- try the model ---------------------------------------------------------------------
-    @app.post("/api/predict", openapi_extra=_PREDICT_BODY, summary="classify an image (multipart 'file' or JSON base64)")
+    @app.post("/api/predict", openapi_extra=_PREDICT_BODY,
+              summary="classify an image (multipart 'file' or JSON base64)")
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
         raw = await _image_bytes(request)
         return await run_in_threadpool(state.served.predict, raw, top_k)
@@ -136,14 +143,15 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
 
     @app.get("/api/runs", summary="run folders with their key metrics")
     def run_list() -> dict[str, Any]:
-        return {"runs": state.runs.list(), "served": state._served.name if state._served else None}
+        return {"runs": state.runs.list(), "served": state.served_name}
 
     # --- train ----------------------------------------------------------------------------------
     @app.get("/api/train/options", summary="datasets, zoo models and optimisers to choose from")
     def options() -> dict[str, Any]:
         return {"datasets": state.data.options(), "optimizers": list(OPTIMIZERS),
                 "zoo": [{"name": name, "description": entry.description} for name, entry in zoo.ZOO.items()],
-                "defaults": {k: v for k, v in TrainConfig().to_dict().items() if k in ("epochs", "batch_size", "optimizer", "lr")}}
+                "defaults": {k: v for k, v in TrainConfig().to_dict().items()
+                             if k in ("epochs", "batch_size", "optimizer", "lr")}}
 
     @app.post("/api/spec", summary="check a model spec against a dataset; its summary, or the error")
     def check_spec(req: SpecRequest) -> dict[str, Any]:
@@ -156,8 +164,9 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         if state.trainer.job is not None and state.trainer.job.state == "running":
             raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
         spec, recipe = state.spec(req)
-        given = {"epochs": req.epochs, "batch_size": req.batch_size, "optimizer": req.optimizer, "lr": req.lr}
-        config = TrainConfig(**{**recipe, **{k: v for k, v in given.items() if v is not None}}, seed=req.seed)
+        given = {"epochs": req.epochs, "batch_size": req.batch_size, "optimizer": req.optimizer, "lr": req.lr,
+                 "seed": req.seed}
+        config = TrainConfig(**{**recipe, **{k: v for k, v in given.items() if v is not None or k == "seed"}})
         data = subset(state.data.load(req.data), req.limit_train, req.limit_test)
         label = req.model.strip() if req.model.strip() in zoo.ZOO else "custom"
         job = state.trainer.start(data, spec, config, state.runs.new_folder(req.data, label), label)

@@ -42,7 +42,8 @@ class BodyLimit:
             elif not length.isdigit():
                 return await _reply(send, 400, f"bad Content-Length {length.decode(errors='replace')!r}")
             elif int(length) > self.max_bytes:
-                return await _reply(send, 413, f"the request body is {int(length):,} bytes; the limit is {self.max_bytes:,}")
+                return await _reply(send, 413, f"the request body is {int(length):,} bytes; "
+                                               f"the limit is {self.max_bytes:,}")
         await self.app(scope, receive, send)
 
 

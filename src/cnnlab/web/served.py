@@ -32,7 +32,8 @@ class Served:
         folder = self.path if self.path.is_dir() else None
         self.config: dict[str, Any] | None = runs.read_config(folder) if folder else None
         self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
-        self.history: dict[str, list[float]] | None = runs.read_history(folder) if self._optional(folder, "history.json") else None
+        has_history = self._optional(folder, "history.json") is not None
+        self.history: dict[str, list[float]] | None = runs.read_history(folder) if has_history else None
         self._lock = threading.Lock()
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
@@ -103,7 +104,8 @@ class Served:
             if self.config is None:
                 raise NotFound("a bare model file does not say which dataset it was trained on")
             dataset = data.for_run(self.config)
-            n = (self.metrics or {}).get("n_test") or len(dataset.x_test)  # a run trained on a subset tested on its first n
+            # a run trained on a subset (the web's limit_test) was tested on the first n_test images
+            n = (self.metrics or {}).get("n_test") or len(dataset.x_test)
             x, y = dataset.x_test[:n], dataset.y_test[:n]
             with self._lock:
                 ev = runs.evaluate(self.model.module, self.model.spec, x, y, self.model.class_names)

@@ -38,10 +38,10 @@ class RunStore:
 
     def path(self, name: str) -> Path:
         """The run folder (or model file) called `name`; anything else is NotFound."""
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise NotFound(f"{name!r} is not a run name (letters, digits, '.', '-', '_')")
         if self.extra is not None and name == self.extra.name:
             return self.extra
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise NotFound(f"{name!r} is not a run name (letters, digits, '.', '-', '_')")
         path = self.root / name
         if not _inside(path, self.root) or not (path / io.MODEL_FILE).is_file():
             raise NotFound(f"no run {name!r} in {self.root}")
