@@ -152,6 +152,29 @@ def test_draw_a_one_and_see_prediction_and_maps(page):
     shot(page, "web-try.png")
 
 
+def test_draw_with_a_finger(browser, server):
+    base, _ = server
+    context = browser.new_context(viewport={"width": 800, "height": 900}, has_touch=True, is_mobile=True)
+    try:
+        pg = context.new_page()
+        pg.goto(base + "/")
+        pg.wait_for_selector("#served:not(.none)")
+        box = pg.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        ys = [box["y"] + box["height"] * (0.15 + 0.7 * t / 12) for t in range(13)]
+        cdp = context.new_cdp_session(pg)  # a real touch sequence; Playwright's touchscreen only taps
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": ys[0]}]})
+        for y in ys[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        settled(pg)
+        assert pg.text_content("#top-class") == "1"
+        assert pg.locator("#maps figure").count() == 5
+        assert pg.evaluate("() => window.scrollY") == 0  # the stroke drew; it did not scroll the page
+    finally:
+        context.close()
+
+
 def test_upload_an_mnist_test_image_and_see_its_label(page, trained, tmp_path):
     data = web_support.mnist()
     model = load_model(trained)
