@@ -197,6 +197,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     return data_cli.run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cnnlab.web import cli as web_cli
+    return web_cli.run(args)
+
+
 # --- parser ---------------------------------------------------------------------------------
 def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
     p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
@@ -274,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "dataset as image files (`data export mnist --out DIR`)"))
     p = add("bench", cmd_bench, "time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (see --help)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark, e.g. --device cuda --repeat 2")
+    from cnnlab.web.cli import add_serve_arguments
+    add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
+                            "response, train and watch live (needs the web extra)"))
     parser.set_defaults(commands=commands)
     return parser
 

@@ -63,8 +63,12 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
 
 def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
               on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
-              should_stop: Any = None, figures: bool = True) -> tuple[Path, History, Evaluation]:
-    """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation)."""
+              should_stop: Any = None, figures: bool = True, step_every: int = 20
+              ) -> tuple[Path, History, Evaluation]:
+    """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation).
+
+    `on_step` is called every `step_every` steps (see `fit`); the web page asks for more points than the progress bar.
+    """
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
@@ -76,7 +80,7 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     started = time.perf_counter()
     validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/
     history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=on_step,
-                  on_epoch=on_epoch, should_stop=should_stop)
+                  on_epoch=on_epoch, should_stop=should_stop, step_every=step_every)
     train_seconds = time.perf_counter() - started
     evaluation = evaluate(module, spec, data.x_test, data.y_test, list(data.class_names))
     with atomic_dir(out) as tmp:
@@ -127,3 +131,30 @@ def metrics_text(evaluation: Evaluation) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2)
+
+
+def describe_run(folder: str | Path) -> dict[str, Any]:
+    """Key facts of one run folder for listings: model, data, epochs, test accuracy and loss, size, time."""
+    folder = Path(folder)
+    info: dict[str, Any] = {"name": folder.name}
+    if not (folder / io.MODEL_FILE).is_file():
+        return {**info, "error": f"no {io.MODEL_FILE} in this folder"}
+    try:
+        config = read_config(folder)
+        m = io.read_json(folder / "metrics.json")
+        epochs = len(read_history(folder).get("loss", []))
+        total = summary_dict(ModelSpec.from_dict(config["spec"]))["total_params"]
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:  # damaged JSON: list it, flagged
+        return {**info, "error": f"{type(exc).__name__}: {exc}"}
+    return {**info, "model": config.get("model"), "data": config.get("data"), "epochs": epochs,
+            "test_accuracy": m.get("test_accuracy"), "test_loss": m.get("test_loss"), "n_test": m.get("n_test"),
+            "params": total, "train_seconds": m.get("train_seconds"), "created": config.get("created")}
+
+
+def list_runs(root: str | Path) -> list[dict[str, Any]]:
+    """`describe_run` of every run folder under `root`, newest first; hidden (half-written) folders are left out."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [describe_run(p) for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]

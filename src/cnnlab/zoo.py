@@ -81,3 +81,41 @@ def resolve(model: str, input_shape: tuple[int, ...] | None = None, num_classes:
     elif input_shape is not None and spec.input_shape != tuple(input_shape):
         raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images {tuple(input_shape)}")
     return spec, {}
+
+
+def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+                 ) -> tuple[ModelSpec, dict[str, Any]]:
+    """Like `resolve`, for text typed by someone else (the web page): a zoo name, JSON text or a compact spec.
+
+    Never reads a file, so a request cannot make the server open a path. With `num_classes`, the
+    last layer must output one value per class.
+    """
+    text = text.strip()
+    if not text:
+        raise SpecError("empty model: give a zoo name (" + ", ".join(ZOO) + "), a JSON layer list or a compact spec")
+    if text in ZOO:
+        return resolve(text, input_shape, num_classes)
+    if text.startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"not valid JSON: {exc}") from None
+        if isinstance(data, list):  # a bare layer list, as in the README's JSON examples
+            data = {"layers": data}
+        try:
+            spec = ModelSpec.from_dict(data)
+        except TypeError as exc:  # e.g. an unhashable "type" value
+            raise SpecError(f"malformed layer: {exc}") from None
+    else:
+        spec = compact.parse(text)
+    if spec.input_shape is None and input_shape is not None:
+        spec = spec.with_input_shape(input_shape)
+    elif input_shape is not None and spec.input_shape != tuple(input_shape):
+        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images "
+                        f"{tuple(input_shape)}")
+    if input_shape is not None and num_classes is not None:
+        out = spec.shapes()[-1] if spec.layers else tuple(input_shape)
+        if out != (num_classes,):
+            raise SpecError(f"the last layer outputs shape {out} but the data has {num_classes} classes: "
+                            f"end with Dense({num_classes}, activation='softmax')")
+    return spec, {}

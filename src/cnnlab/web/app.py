@@ -1,0 +1,304 @@
+"""The FastAPI app behind `cnnlab serve`: JSON API over the core, the static page, and offline API docs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from cnnlab import io, zoo
+from cnnlab.layers import ModelSpec
+from cnnlab.summary import summary_dict
+from cnnlab.train import OPTIMIZERS, TrainConfig
+from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
+from cnnlab.web.jobs import Busy, NotRunning, Trainer
+from cnnlab.web.served import Served
+from cnnlab.web.stores import DataStore, NotFound, RunStore, subset
+from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError, image_from_json
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_TRAIN_PARAMS = 50_000_000  # a typo like conv50000k3 should be an error message, not a frozen laptop
+
+
+class ServeRequest(BaseModel):
+    run: str = Field(description="name of a run folder, as GET /api/runs lists it")
+
+
+class SpecRequest(BaseModel):
+    model: str = Field(max_length=20_000, description="zoo name, JSON layer list or compact spec")
+    data: str = Field("mnist", description="dataset name from GET /api/train/options (gives the input shape)")
+
+
+class TrainRequest(SpecRequest):
+    epochs: int = Field(2, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: one-cycle schedule")
+    limit_train: int | None = Field(None, ge=1, description="train on the first N training images only")
+    limit_test: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
+    seed: int | None = 0
+
+
+class ServerState:
+    """What the routes share: the configured folders, the served model and the training job."""
+
+    def __init__(self, run: str | Path | None, runs_dir: str | Path, data_dirs: list[str | Path]):
+        self.runs = RunStore(runs_dir, run)
+        self.data = DataStore(data_dirs)
+        self.trainer = Trainer()
+        self._served: Served | None = None
+        self._switch = threading.Lock()
+        if run is not None:
+            self.serve(Path(run).name)
+        else:
+            newest = next((r["name"] for r in self.runs.list() if "error" not in r), None)
+            if newest is not None:
+                self.serve(newest)
+
+    def serve(self, name: str) -> Served:
+        served = Served(self.runs.path(name), name)  # load outside the lock: predictions go on meanwhile
+        with self._switch:
+            self._served = served
+        return served
+
+    @property
+    def served_name(self) -> str | None:
+        return self._served.name if self._served is not None else None
+
+    @property
+    def served(self) -> Served:
+        if self._served is None:
+            raise NotFound("no model is being served: train one on the Train tab, or start `cnnlab serve RUN`")
+        return self._served
+
+    def spec(self, req: SpecRequest) -> tuple[ModelSpec, dict[str, Any]]:
+        """The request's model for its dataset, or SpecError/ValueError saying what is wrong."""
+        data = self.data.load(req.data)
+        spec, recipe = zoo.resolve_text(req.model, data.input_shape, len(data.class_names))
+        total = summary_dict(spec)["total_params"]
+        if total > MAX_TRAIN_PARAMS:
+            raise ValueError(f"{total:,} parameters is over this server's limit of {MAX_TRAIN_PARAMS:,}")
+        return spec, recipe
+
+
+def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", data_dirs: list[str | Path] | None = None,
+               host: str = "127.0.0.1") -> FastAPI:
+    """The web app for `cnnlab serve`; `run` is served first (default: the newest run in `runs_dir`)."""
+    state = ServerState(run, runs_dir, list(data_dirs or []))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(state.trainer.shutdown)
+
+    app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Draw or upload a digit, see what every layer of a CNN saw; train and watch live.")
+    app.state.cnnlab = state
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, allowed=allowed_hosts(host))
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    _errors(app)
+    _docs(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    # --- try the model ---------------------------------------------------------------------
+    @app.post("/api/predict", openapi_extra=_PREDICT_BODY,
+              summary="classify an image (multipart 'file' or JSON base64)")
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
+        raw = await _image_bytes(request)
+        return await run_in_threadpool(state.served.predict, raw, top_k)
+
+    @app.get("/api/explain/maps", summary="response maps of every conv/pool layer for an image predicted before")
+    def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:
+        return state.served.maps(image)
+
+    # --- the model and the runs --------------------------------------------------------------
+    @app.get("/api/model", summary="the served model: summary, metrics, history, confusion matrix")
+    def model() -> dict[str, Any]:
+        return state.served.describe()
+
+    @app.post("/api/model", summary="serve another run")
+    def switch(req: ServeRequest) -> dict[str, Any]:
+        return state.serve(req.run).describe()
+
+    @app.get("/api/model/examples", summary="test images of one confusion-matrix cell")
+    def examples(true: int = Query(..., ge=0), predicted: int = Query(..., ge=0),
+                 limit: int = Query(48, ge=1, le=500)) -> dict[str, Any]:
+        return state.served.examples(state.data, true, predicted, limit)
+
+    @app.get("/api/runs", summary="run folders with their key metrics")
+    def run_list() -> dict[str, Any]:
+        return {"runs": state.runs.list(), "served": state.served_name}
+
+    # --- train ----------------------------------------------------------------------------------
+    @app.get("/api/train/options", summary="datasets, zoo models and optimisers to choose from")
+    def options() -> dict[str, Any]:
+        return {"datasets": state.data.options(), "optimizers": list(OPTIMIZERS),
+                "zoo": [{"name": name, "description": entry.description} for name, entry in zoo.ZOO.items()],
+                "defaults": {k: v for k, v in TrainConfig().to_dict().items()
+                             if k in ("epochs", "batch_size", "optimizer", "lr")}}
+
+    @app.post("/api/spec", summary="check a model spec against a dataset; its summary, or the error")
+    def check_spec(req: SpecRequest) -> dict[str, Any]:
+        from cnnlab import compact
+        spec, _ = state.spec(req)
+        return {"summary": summary_dict(spec), "json": spec.to_dict(), "compact": compact.format(spec)}
+
+    @app.post("/api/train", status_code=202, summary="start training (one job at a time; 409 when busy)")
+    def train(req: TrainRequest) -> dict[str, Any]:
+        if state.trainer.job is not None and state.trainer.job.state == "running":
+            raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
+        spec, recipe = state.spec(req)
+        given = {"epochs": req.epochs, "batch_size": req.batch_size, "optimizer": req.optimizer, "lr": req.lr,
+                 "seed": req.seed}
+        config = TrainConfig(**{**recipe, **{k: v for k, v in given.items() if v is not None or k == "seed"}})
+        data = subset(state.data.load(req.data), req.limit_train, req.limit_test)
+        label = req.model.strip() if req.model.strip() in zoo.ZOO else "custom"
+        job = state.trainer.start(data, spec, config, state.runs.new_folder(req.data, label), label)
+        return {"job": job.id, "run": job.run.name, "events": "/api/train/events"}
+
+    @app.get("/api/train", summary="the current (or last) training job and its events so far")
+    def train_status() -> dict[str, Any]:
+        job = state.trainer.job
+        return {"state": "idle"} if job is None else {"state": job.state, "job": job.id, "run": job.run.name,
+                                                       "events": job.since(0)}
+
+    @app.get("/api/train/events", summary="server-sent events of the current training job",
+             response_class=StreamingResponse)
+    async def train_events(request: Request) -> StreamingResponse:
+        start = request.headers.get("last-event-id", "")
+        return StreamingResponse(_stream(state.trainer, int(start) + 1 if start.isdigit() else 0),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/train/stop", summary="stop the running job after its current step; the run is still saved")
+    def stop() -> dict[str, Any]:
+        job = state.trainer.stop()
+        return {"stopping": True, "job": job.id, "run": job.run.name}
+
+    return app
+
+
+_PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "application/json": {"schema": {"type": "object", "required": ["image"],
+                                    "properties": {"image": {"type": "string",
+                                                             "description": "base64 PNG/JPEG, or a data: URL"}}}}}}}
+
+
+async def _image_bytes(request: Request) -> bytes:
+    """The uploaded image's bytes from a multipart form (field 'file') or a JSON body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        file = form.get("file")
+        if file is None or isinstance(file, str):
+            raise UploadError(422, "send the image as a file in the multipart field 'file'")
+        return await file.read()
+    if kind == "application/json":
+        return image_from_json(await request.body())
+    raise UploadError(415, f"send multipart/form-data or application/json, not {kind or 'no content type'}")
+
+
+async def _stream(trainer: Trainer, start: int) -> AsyncIterator[str]:
+    """SSE lines for the job's events from `start`; ends after its last event (the page closes it then)."""
+    job = trainer.job
+    if job is None:
+        yield _sse({"event": "idle", "id": 0})
+        return
+    sent, quiet = start, 0.0
+    while True:
+        events = job.since(sent)
+        for event in events:
+            yield _sse(event)
+        sent += len(events)
+        if events and events[-1]["event"] in ("done", "error"):
+            return
+        await asyncio.sleep(0.1)
+        quiet = 0.0 if events else quiet + 0.1
+        if quiet >= 15:  # a comment line keeps proxies and browsers from closing an idle stream
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"id: {event['id']}\nevent: {event['event']}\ndata: {json.dumps(event)}\n\n"
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error is JSON {"error": message} with a 4xx status; no traceback leaves the server."""
+    statuses: list[tuple[type[BaseException], int]] = [
+        (NotFound, 404), (FileNotFoundError, 404), (Busy, 409), (NotRunning, 409), (io.ModelFileError, 422),
+        (ValueError, 422), (ImportError, 501)]  # 501: an optional part of cnnlab (e.g. image folders) is missing
+
+    def reply(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def on_upload(_: Request, exc: Exception) -> JSONResponse:
+        return reply(exc.status, str(exc))  # type: ignore[attr-defined]
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,  # type: ignore[attr-defined]
+                            headers=getattr(exc, "headers", None))
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        problems = exc.errors()  # type: ignore[attr-defined]
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+                         for e in problems[:3])
+        return JSONResponse({"error": text, "detail": json.loads(json.dumps(problems, default=str))}, status_code=422)
+
+    app.add_exception_handler(UploadError, on_upload)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    for kind, status in statuses:
+        app.add_exception_handler(kind, lambda _, exc, status=status: _first_line(reply, status, exc))
+
+    async def on_crash(_: Request, exc: Exception) -> JSONResponse:
+        return reply(500, f"internal error ({type(exc).__name__}); the server log has the details")
+    app.add_exception_handler(Exception, on_crash)
+
+
+def _first_line(reply: Any, status: int, exc: BaseException) -> JSONResponse:
+    text = str(exc).strip()
+    return reply(status, text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _docs(app: FastAPI) -> None:
+    """/docs with Swagger UI files from the swagger-ui-bundle package, so the docs work offline too."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # without the package the page would load Swagger UI from a CDN: say so instead
+        @app.get("/docs", include_in_schema=False)
+        def no_docs() -> HTMLResponse:
+            return HTMLResponse("<p>Install swagger-ui-bundle-v2 for these docs; the API schema is at "
+                                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="cnnlab API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+
+def _version() -> str:
+    from cnnlab import __version__
+    return __version__

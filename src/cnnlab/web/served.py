@@ -1,0 +1,114 @@
+"""The model the page talks to: predictions, response maps and misclassified test images from one run."""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab import compact, explain, io, runs
+from cnnlab.layers import SpecError
+from cnnlab.models import Sequential, load_model
+from cnnlab.predict import to_model_input
+from cnnlab.summary import summary_dict
+from cnnlab.web.encode import mosaic, png_data_url
+from cnnlab.web.stores import DataStore, NotFound
+from cnnlab.web.uploads import decode_image
+
+KEEP_INPUTS = 64  # recent model inputs, so GET /api/explain/maps can name one by id
+
+
+class Served:
+    """One loaded model; a lock serialises use of its module (explain attaches hooks to it)."""
+
+    def __init__(self, path: str | Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        self.model: Sequential = load_model(self.path)
+        folder = self.path if self.path.is_dir() else None
+        self.config: dict[str, Any] | None = runs.read_config(folder) if folder else None
+        self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
+        has_history = self._optional(folder, "history.json") is not None
+        self.history: dict[str, list[float]] | None = runs.read_history(folder) if has_history else None
+        self._lock = threading.Lock()
+        self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
+
+    @staticmethod
+    def _optional(folder: Path | None, file: str) -> dict[str, Any] | None:
+        return io.read_json(folder / file) if folder is not None and (folder / file).is_file() else None
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.model.spec
+        try:
+            compact_text = compact.format(spec)
+        except SpecError:  # named layers have no compact form
+            compact_text = None
+        metrics = {k: v for k, v in (self.metrics or {}).items()
+                   if k in ("test_accuracy", "test_loss", "n_test", "confusion_matrix", "per_class", "train_seconds")}
+        return {"name": self.name, "class_names": self.model.class_names, "input_shape": list(spec.input_shape),
+                "preprocessing": self.model.preprocessing, "summary": summary_dict(spec), "compact": compact_text,
+                "config": self.config, "metrics": metrics or None, "history": self.history}
+
+    def predict(self, raw: bytes, top_k: int = 5) -> dict[str, Any]:
+        """Image file bytes -> top-k classes, all probabilities, and the input the model received."""
+        started = time.perf_counter()
+        x = to_model_input(decode_image(raw), self.model.spec.input_shape, self.model.preprocessing)
+        with self._lock:
+            probs = self.model.predict(x[None])[0]
+            image_id = hashlib.sha256(x.tobytes()).hexdigest()[:16]
+            self._inputs[image_id] = x
+            self._inputs.move_to_end(image_id)
+            while len(self._inputs) > KEEP_INPUTS:
+                self._inputs.popitem(last=False)
+        names = self.model.class_names
+        top = np.argsort(-probs)[:top_k]
+        return {"image_id": image_id, "classes": list(names), "probabilities": [float(p) for p in probs],
+                "top": [{"class": names[i], "index": int(i), "probability": float(probs[i])} for i in top],
+                "input": png_data_url(x), "input_shape": list(x.shape),
+                "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
+
+    def maps(self, image_id: str) -> dict[str, Any]:
+        """Response maps of every spatial layer for an input predicted before, as viridis mosaics."""
+        with self._lock:
+            x = self._inputs.get(image_id)
+            if x is None:
+                raise NotFound(f"no recent image {image_id!r}; POST it to /api/predict first")
+            maps = explain.feature_maps(self.model.module, x)
+        rows = {r["name"]: r for r in summary_dict(self.model.spec)["layers"]}
+        layers = []
+        for name, fmap in maps:
+            tiles, n_rows, n_cols = mosaic(fmap)
+            layers.append({"name": name, "type": rows[name]["type"], "output_shape": rows[name]["output_shape"],
+                           "rows": n_rows, "cols": n_cols, "image": png_data_url(tiles)})
+        return {"image_id": image_id, "layers": layers}
+
+    def examples(self, data: DataStore, true: int, predicted: int, limit: int) -> dict[str, Any]:
+        """Test images of class `true` that the model called `predicted` (the confusion matrix cell)."""
+        names = self.model.class_names
+        for what, value in (("true", true), ("predicted", predicted)):
+            if not 0 <= value < len(names):
+                raise ValueError(f"{what} must be a class index 0..{len(names) - 1}, got {value}")
+        x, y, pred, prob = self._test_predictions(data)
+        chosen = np.flatnonzero((y == true) & (pred == predicted))
+        return {"true": names[true], "predicted": names[predicted], "count": int(len(chosen)),
+                "images": [{"index": int(i), "image": png_data_url(x[i]), "probability": float(prob[i])}
+                           for i in chosen[:limit]]}
+
+    def _test_predictions(self, data: DataStore) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._test is None:
+            if self.config is None:
+                raise NotFound("a bare model file does not say which dataset it was trained on")
+            dataset = data.for_run(self.config)
+            # a run trained on a subset (the web's limit_test) was tested on the first n_test images
+            n = (self.metrics or {}).get("n_test") or len(dataset.x_test)
+            x, y = dataset.x_test[:n], dataset.y_test[:n]
+            with self._lock:
+                ev = runs.evaluate(self.model.module, self.model.spec, x, y, self.model.class_names)
+            pred = ev.probs.argmax(1)
+            self._test = (x, y, pred, ev.probs[np.arange(len(pred)), pred])
+        return self._test

@@ -1,0 +1,273 @@
+"""The web page in a real browser: headless Debian Chromium driven by Playwright, against a live uvicorn.
+
+Skips (saying why) when Playwright or Chromium is missing; `.ci/install-browser.sh` installs Chromium.
+CNNLAB_CHROMIUM names another Chromium binary. CNNLAB_SCREENSHOTS=DIR saves screenshots of the views
+there (docs/images holds the README's); CNNLAB_WEB_RUN=RUN serves that run instead of the tiny one.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import web_support  # noqa: E402
+from cnnlab.models import load_model  # noqa: E402
+from cnnlab.predict import to_model_input  # noqa: E402
+from cnnlab.web.app import create_app  # noqa: E402
+
+CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-dev-shm-usage"]
+SHOTS = os.environ.get("CNNLAB_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("CNNLAB_WEB_RUN"):
+        return Path(os.environ["CNNLAB_WEB_RUN"])
+    return web_support.tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run .ci/install-browser.sh (or set CNNLAB_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, trained: Path, browser):
+    """uvicorn on a free 127.0.0.1 port in a thread; yields (base URL, runs folder)."""
+    runs_dir = web_support.runs_dir_with_tiny_run(tmp_path_factory.mktemp("browser"), trained)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(runs_dir=runs_dir), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", runs_dir
+    srv.should_exit = True
+    thread.join(60)
+    sock.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page; fails the test on a JS error, a console error (CSP violations are) or any outside request."""
+    base, _ = server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    # A 4xx answer is logged by the browser as a failed load; the page shows those errors itself.
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+          if m.type == "error" and "the server responded with a status of 4" not in m.text else None)
+    pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:"))
+          else problems.append(f"outside: {r.url}"))
+    pg.goto(base + "/")
+    pg.wait_for_selector("#served:not(.none)")
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
+def shot(pg, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(Path(SHOTS) / name), full_page=True)
+
+
+def draw(pg, points: list[tuple[float, float]]) -> None:
+    """One pen stroke through `points`, given as fractions of the pad's size."""
+    box = pg.locator("#pad").bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    pg.mouse.move(*at[0])
+    pg.mouse.down()
+    for (x0, y0), (x1, y1) in zip(at, at[1:]):
+        for t in range(1, 9):
+            pg.mouse.move(x0 + (x1 - x0) * t / 8, y0 + (y1 - y0) * t / 8)
+    pg.mouse.up()
+
+
+def settled(page) -> None:
+    """Wait until the page shows the prediction for what is on the pad now."""
+    page.wait_for_selector("#pad[data-state=idle]")
+
+
+def test_draw_a_one_and_see_prediction_and_maps(page):
+    draw(page, [(0.5, 0.15), (0.52, 0.85)])
+    settled(page)
+    page.wait_for_function("() => document.querySelectorAll('#maps figure').length >= 5")
+    page.wait_for_function("() => document.querySelector('#top-class').textContent !== '–'")
+    assert page.text_content("#top-class") == "1"
+    assert len(page.query_selector_all("#bars .bar")) == 10
+    assert page.get_attribute("#input-image", "src").startswith("data:image/png;base64,")
+    captions = page.locator("#maps figcaption").all_text_contents()
+    assert [c.split()[0] for c in captions] == ["conv2d", "max_pooling2d", "conv2d_1", "max_pooling2d_1", "conv2d_2"]
+    assert "(None, 26, 26, 32)" in captions[0]
+    page.wait_for_function("() => [...document.querySelectorAll('#maps img')].every((i) => i.naturalWidth > 0)")
+
+    page.click("#maps figure >> nth=0")  # enlarge a layer
+    assert page.is_visible("#zoom")
+    assert page.text_content("#zoom-title").startswith("conv2d (Conv2D)")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#zoom")
+
+    one = page.get_attribute("#input-image", "src")
+    draw(page, [(0.3, 0.3), (0.7, 0.3)])  # a second stroke: the model's input changes ...
+    settled(page)
+    assert page.get_attribute("#input-image", "src") != one
+    page.click("#undo")  # ... and undoing it brings back exactly the first input
+    settled(page)
+    assert page.get_attribute("#input-image", "src") == one
+    assert page.text_content("#top-class") == "1"
+    page.click("#clear")
+    assert page.text_content("#top-class") == "–"
+    assert page.locator("#maps figure").count() == 0
+
+    draw(page, [(0.25, 0.22), (0.75, 0.22)])  # a 7 in two strokes
+    draw(page, [(0.75, 0.22), (0.45, 0.82)])
+    settled(page)
+    assert page.text_content("#top-class") == "7"
+    shot(page, "web-try.png")
+
+
+def test_draw_with_a_finger(browser, server):
+    base, _ = server
+    context = browser.new_context(viewport={"width": 800, "height": 900}, has_touch=True, is_mobile=True)
+    try:
+        pg = context.new_page()
+        pg.goto(base + "/")
+        pg.wait_for_selector("#served:not(.none)")
+        box = pg.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        ys = [box["y"] + box["height"] * (0.15 + 0.7 * t / 12) for t in range(13)]
+        cdp = context.new_cdp_session(pg)  # a real touch sequence; Playwright's touchscreen only taps
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": ys[0]}]})
+        for y in ys[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        settled(pg)
+        assert pg.text_content("#top-class") == "1"
+        assert pg.locator("#maps figure").count() == 5
+        assert pg.evaluate("() => window.scrollY") == 0  # the stroke drew; it did not scroll the page
+    finally:
+        context.close()
+
+
+def test_upload_an_mnist_test_image_and_see_its_label(page, trained, tmp_path):
+    data = web_support.mnist()
+    model = load_model(trained)
+    # the first test image the model gets right with confidence, as the core itself computes
+    for i in range(50):
+        x = to_model_input(Image.fromarray(data.x_test[i][:, :, 0]), model.spec.input_shape, model.preprocessing)
+        probs = model.predict(x[None])[0]
+        if probs.argmax() == data.y_test[i] and probs.max() > 0.9:
+            break
+    path = tmp_path / f"mnist-test-{i}.png"
+    path.write_bytes(web_support.png_bytes(data.x_test[i]))
+    page.set_input_files("#upload", str(path))
+    settled(page)
+    page.wait_for_function("() => document.querySelectorAll('#maps figure').length >= 5")
+    assert page.text_content("#top-class") == str(data.y_test[i])
+    assert page.locator("#predict-error").text_content() == ""
+
+    # dropped on the pad, as a file dragged from the desktop arrives
+    j = next(k for k in range(i + 1, 100) if data.y_test[k] != data.y_test[i])
+    x = to_model_input(Image.fromarray(data.x_test[j][:, :, 0]), model.spec.input_shape, model.preprocessing)
+    expected = str(model.predict(x[None])[0].argmax())  # the core's own answer for this image
+    dropped = page.evaluate_handle(
+        """(b64) => {
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+             return transfer;
+           }""", base64.b64encode(web_support.png_bytes(data.x_test[j])).decode())
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    settled(page)
+    page.wait_for_function("(want) => document.querySelector('#top-class').textContent === want", arg=expected)
+
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"just some text")
+    page.set_input_files("#upload", str(bad))
+    page.wait_for_function("() => document.querySelector('#predict-error').textContent !== ''")
+    assert "not an image" in page.text_content("#predict-error")
+
+
+def test_model_view_and_a_confusion_cell(page, trained):
+    page.click("nav button[data-view=model]")
+    page.wait_for_selector("#confusion td.cell")
+    rows = page.locator("#summary tbody tr").count()
+    assert rows == len(load_model(trained).spec.layers) + 1  # the layers and the total
+    assert "93,322" in page.text_content("#summary")
+    assert int(page.get_attribute("#model-loss", "data-points")) >= 1
+    cm = np.array(json.loads((trained / "metrics.json").read_text())["confusion_matrix"])
+    t, p = np.unravel_index(np.argmax(cm - np.diag(np.diag(cm))), cm.shape)  # the most common mistake
+    cell = page.locator(f"#confusion td[data-true='{t}'][data-predicted='{p}']")
+    count = int(cell.text_content())
+    assert count == cm[t, p] > 0
+    cell.click()
+    page.wait_for_selector("#examples figure")
+    assert page.locator("#examples figure").count() == min(count, 60)
+    assert page.text_content("#examples-note").startswith(f"{count} image")
+    shot(page, "web-model.png")
+
+
+def test_train_one_epoch_on_a_subset_and_serve_it(page, server):
+    _, runs_dir = server
+    page.click("nav button[data-view=train]")
+    page.wait_for_selector("#spec-summary tbody tr")
+
+    # a pasted spec is checked as it is typed
+    page.click("#t-spec")
+    page.keyboard.type("conv8k3:relu flatten dense5")
+    page.wait_for_function("() => document.querySelector('#spec-error').textContent.includes('10 classes')")
+    assert page.is_disabled("#t-start")
+    page.fill("#t-spec", "conv8k3:relu max2 flatten dense10:softmax")
+    page.wait_for_function("() => document.querySelector('#spec-error').textContent === ''")
+    assert "13, 13, 8" in page.text_content("#spec-summary")
+    page.check("input[name=model-kind][value=zoo]")
+    page.select_option("#t-zoo", "seed")
+    page.wait_for_function("() => document.querySelector('#spec-summary').textContent.includes('93,322')")
+
+    page.fill("#t-epochs", "1")
+    page.fill("#t-batch", "32")
+    page.fill("#t-limit-train", "1500")
+    page.fill("#t-limit-test", "300")
+    page.click("#t-start")
+    page.wait_for_function("() => Number(document.querySelector('#live-loss').dataset.points) >= 3")  # the curve grows
+    page.wait_for_selector("#train-status button", timeout=120_000)
+    status = page.text_content("#train-status")
+    assert "saved run" in status and "test accuracy" in status
+    run = status.split("saved run ")[1].split(":")[0]
+    assert (runs_dir / run / "model.safetensors").is_file()
+    assert int(page.get_attribute("#live-acc", "data-points")) >= 3
+    assert "epoch 1: loss" in page.text_content("#train-log")
+    shot(page, "web-train.png")
+
+    page.click("#train-status button")  # Serve this run
+    page.wait_for_function(f"() => document.querySelector('#served').textContent.includes('{run}')")
+    page.click("nav button[data-view=runs]")
+    page.wait_for_selector(f"#runs tr[data-run='{run}'] .badge")
+    assert page.locator("#runs tbody tr").count() >= 2
+    shot(page, "web-runs.png")
