@@ -100,7 +100,7 @@ def test_explicit_lr_is_constant_and_default_is_one_cycle(small):
     h = fit(seed_module(), x[:256], y[:256], TrainConfig(epochs=2, batch_size=128, lr=0.002))
     assert h.history["lr"] == [0.002, 0.002]
     config = TrainConfig(epochs=2)
-    assert config.resolved_schedule == "onecycle" and config.peak_lr() == pytest.approx(3e-3)
+    assert config.resolved_schedule == "onecycle" and config.peak_lr() == pytest.approx(8e-3)
     h = fit(seed_module(), x[:256], y[:256], TrainConfig(epochs=2, batch_size=128))
     assert h.history["lr"][-1] < 1e-5  # the last step ran at the annealed floor
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import compact
+from cnnlab.augment import PRESETS
 from cnnlab.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                            GlobalAveragePooling2D, MaxPooling2D, ModelSpec, SpecError)
 
@@ -42,6 +43,18 @@ ZOO: dict[str, ZooModel] = {
         (Conv2D(6, (5, 5), padding="same", activation="tanh"), AveragePooling2D((2, 2)),
          Conv2D(16, (5, 5), activation="tanh"), AveragePooling2D((2, 2)), Flatten(),
          Dense(120, activation="tanh"), Dense(84, activation="tanh"), Dense(10, activation="softmax"))),
+    "fast": ZooModel(
+        "the least time to 99% on MNIST: two 5x5 convs (16, 32) with batch norm, one epoch (18,522 params)",
+        compact.parse("conv16k5nobias bn act:relu max2 conv32k5nobias bn act:relu max2 flatten dense10:softmax").layers,
+        recipe={"epochs": 1, "batch_size": 128, "lr": 5e-3, "schedule": "onecycle", "label_smoothing": 0.1}),
+    "best": ZooModel(
+        "the most accurate single model: four 3x3 convs with batch norm, dropout, augmentation, 15 epochs "
+        "(331,306 params)",
+        compact.parse("conv32k3nobias bn act:relu conv32k3nobias bn act:relu max2 drop0.1 "
+                      "conv64k3nobias bn act:relu conv64k3nobias bn act:relu max2 drop0.2 flatten "
+                      "dense256nobias bn act:relu drop0.3 dense10:softmax").layers,
+        recipe={"epochs": 15, "batch_size": 128, "lr": 4e-3, "schedule": "onecycle", "label_smoothing": 0.1,
+                "optimizer": "adamw", "weight_decay": 5e-4, "augment": PRESETS["digits"]}),
     "mlp": ZooModel(
         "a baseline without convolutions: Flatten, Dense 128, dropout, softmax (101,770 params on MNIST)",
         (Flatten(), Dense(128, activation="relu"), Dropout(0.2), Dense(10, activation="softmax"))),
