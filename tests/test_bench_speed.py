@@ -33,3 +33,18 @@ def test_table_lists_every_contender():
              "peak_rss_mb": None, "cuda_peak_mb": None}]
     text = speed.table(rows)
     assert "cnnlab seed" in text and "12.3" in text and "0.9890" in text
+
+
+def test_interleaved_rounds_keep_each_fastest_run():
+    order, times = [], {"a": iter([5.0, 3.0]), "b": iter([2.0, 4.0])}
+
+    def contender(name):
+        def run():
+            order.append(name)
+            t = next(times[name])
+            return {"name": name, "reached": True, "time_to_target_s": t, "train_seconds": t}
+        return run
+
+    best = speed.interleaved(2, {"a": contender("a"), "b": contender("b"), "none": lambda: None})
+    assert order == ["a", "b", "a", "b"]
+    assert best["a"]["time_to_target_s"] == 3.0 and best["b"]["time_to_target_s"] == 2.0 and best["none"] is None

@@ -2,8 +2,8 @@
 
 Machines are noisy, so the peers run in the same process on the same arrays right after cnnlab, and
 the result is a ratio. Every contender is evaluated on the full test set after each epoch, and that
-evaluation counts in its time. `--repeat N` runs each contender N times and keeps its fastest run:
-noise only ever adds time.
+evaluation counts in its time. `--repeat N` runs every contender N times, in alternating
+rounds, and keeps each one's fastest run: noise only ever adds time.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from cnnlab.bench.peers import cuda_peak_mb, peak_rss_mb, reset_peak_rss
 from cnnlab.datasets.registry import Dataset, load
 from cnnlab.model import build, keras_init_
 from cnnlab.train import TrainConfig, evaluate_tensors, fit, resolve_device, targets_tensor, to_device_images
+
+
+PEERS = {"pytorch": "pytorch_reference", "keras": "keras_reference"}
 
 
 def cnnlab_run(data: Dataset, *, model: str = "seed", target: float = 0.99, device: str = "auto",
@@ -54,12 +57,24 @@ def cnnlab_run(data: Dataset, *, model: str = "seed", target: float = 0.99, devi
                       f"{config.resolved_schedule} lr {config.peak_lr():g}"}
 
 
-def best_of(repeat: int, run: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The fastest of `repeat` runs (by time to target, then total time)."""
-    results = [r for r in (run() for _ in range(repeat)) if r is not None]
+def fastest(results: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The fastest run (by time to target, then total time); None when the contender could not run."""
+    results = [r for r in results if r is not None]
     if not results:
         return None
     return min(results, key=lambda r: (not r["reached"], r["time_to_target_s"] or 0, r["train_seconds"]))
+
+
+def interleaved(repeat: int, contenders: dict[str, Callable[[], dict[str, Any] | None]]) -> dict[str, Any]:
+    """Run every contender once per round, `repeat` rounds, and keep each one's fastest run.
+
+    Rounds alternate the contenders so that a burst of load on a shared machine hits them all alike.
+    """
+    runs: dict[str, list] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, run in contenders.items():
+            runs[name].append(run())
+    return {name: fastest(results) for name, results in runs.items()}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -104,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     data = load("mnist")
     x_train, y_train, x_test, y_test = data.x_train[..., 0], data.y_train, data.x_test[..., 0], data.y_test
 
-    ours = best_of(args.repeat, lambda: cnnlab_run(data, model=args.model, target=args.target, device=str(dev)))
-    results, by_peer = [ours], {}
+    contenders: dict[str, Callable[[], dict[str, Any] | None]] = {
+        "cnnlab": lambda: cnnlab_run(data, model=args.model, target=args.target, device=str(dev))}
     for peer in [p for p in args.peers.split(",") if p]:
-        fn = {"pytorch": peers.pytorch_reference, "keras": peers.keras_reference}[peer]
-        res = best_of(args.repeat, lambda: fn(x_train, y_train, x_test, y_test, target=args.target,
-                                              max_epochs=args.max_epochs, device=str(dev)))
-        by_peer[peer] = res
-        if res is not None:
-            results.append({**res, "name": res["name"] + (f" ({res['backend']})" if res.get("backend") else "")})
+        if peer not in PEERS:
+            parser.error(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
+        contenders[peer] = (lambda fn: lambda: fn(x_train, y_train, x_test, y_test, target=args.target,
+                                                  max_epochs=args.max_epochs, device=str(dev)))(getattr(peers, PEERS[peer]))
+    best = interleaved(args.repeat, contenders)
+    ours, by_peer = best.pop("cnnlab"), best
+    results = [ours] + [{**r, "name": r["name"] + (f" ({r['backend']})" if r.get("backend") else "")}
+                        for r in by_peer.values() if r is not None]
     print(table(results))
     print(f"cnnlab recipe: {ours['recipe']}")
     print(f"speedup_vs_pytorch={speedup(ours, by_peer.get('pytorch'))} speedup_vs_keras={speedup(ours, by_peer.get('keras'))}")
