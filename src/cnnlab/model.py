@@ -56,7 +56,8 @@ class ChannelDense(nn.Module):
         self.linear = linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, units, H, W)
-        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+        # explicit permutations: ONNX export turns movedim's -1 into an invalid Transpose
+        return self.linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def _with_activation(core: list[nn.Module], activation: str | None) -> nn.Module:
