@@ -199,10 +199,20 @@ def launch(argv: list[str], nproc: int) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
            "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", f"cnnlab-{uuid.uuid4().hex[:8]}",
            "-m", "cnnlab", "--", *argv]  # after "--" torchrun does not read cnnlab's options as its own (--monitor)
-    proc = subprocess.Popen(cmd)
-    # Ctrl-C reaches the workers directly (same terminal); they save a checkpoint and exit, and we wait.
-    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    # torchrun and its workers get a session of their own, so a Ctrl-C reaches them once, through us and
+    # torchrun, rather than also straight from the terminal: a repeated signal would cut torchrun's wait
+    # for the workers, which save a checkpoint before they stop.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        forwarded.append(signum)
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        code = proc.wait()
+        return 130 if forwarded and code else code  # stopped on request, after saving a checkpoint
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
