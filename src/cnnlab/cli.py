@@ -30,39 +30,62 @@ def _grid(text: str) -> tuple[int, int]:
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab import data_cli, runs, zoo
+    from cnnlab import data_cli, deploy_cli, runs, zoo
     from cnnlab.datasets.registry import load_any
-    from cnnlab.progress import progress_callbacks
-    from cnnlab.summary import summary_text
     from cnnlab.train import TrainConfig
 
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
-    if args.subset:
-        data = data.subset(args.subset)
-    folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
-    spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-    options = {**recipe, **{k: v for k, v in {
-        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
-        "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
-        "early_stopping_patience": args.early_stopping, "monitor": args.monitor, "device": args.device,
-    }.items() if v is not None}, **folder_options}
-    config = TrainConfig(seed=args.seed, **options)
-    out = Path(args.out) if args.out else runs.default_run_dir(args.data if not Path(args.data).is_dir()
-                                                                else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
-    if out.exists():
-        raise FileExistsError(f"run folder {out} already exists; choose another --out")
+    if args.nproc and not deploy_cli.under_torchrun():
+        return deploy_cli.launch_processes(args)  # torchrun runs this same command in --nproc processes
+    with deploy_cli.session(args) as session:  # the DDP group under torchrun; checkpoints; --resume
+        if args.resume:
+            return _train_and_report(args, session, *session.resume())
+        say = (lambda *a: None) if args.quiet or not session.is_main else (lambda *a: print(*a, flush=True))
+        data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
+        if args.subset:
+            data = data.subset(args.subset)
+        folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
+        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
+        options = {**recipe, **{k: v for k, v in {
+            "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
+            "early_stopping_patience": args.early_stopping, "monitor": args.monitor, "device": args.device,
+            "deterministic": args.deterministic or None,
+        }.items() if v is not None}, **folder_options}
+        config = TrainConfig(seed=args.seed, **options)
+        out = Path(args.out) if args.out else runs.default_run_dir(args.data if not Path(args.data).is_dir()
+                                                                    else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
+        if out.exists():
+            raise FileExistsError(f"run folder {out} already exists; choose another --out")
+        return _train_and_report(args, session, data, spec, config, out, args.model)
+
+
+def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: Any, config: Any, out: Path,
+                      model_name: str) -> int:
+    from cnnlab import data_cli, runs
+    from cnnlab.progress import progress_callbacks
+    from cnnlab.summary import summary_text
+
+    quiet = args.quiet or not session.is_main  # under DDP only rank 0 talks
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if args.resume:
+        say(session.describe_resume())
     say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
         f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
     say(summary_text(spec))
     say(f"training: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
-        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {config.device}, seed {config.seed}")
-    on_step, on_epoch, close = progress_callbacks(0 if args.quiet else "auto", config.epochs)
+        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {config.device}, seed {config.seed}"
+        + (f", {session.dist.world_size} processes ({config.batch_size / session.dist.world_size:g} images each per step)"
+           if session.dist else ""))
+    checkpoint = session.checkpointer(data, spec, config, out, model_name)
+    on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
     try:
-        folder, history, evaluation = runs.train_run(data, spec, config, out, model_name=args.model,
-                                                     on_step=on_step, on_epoch=on_epoch)
+        with checkpoint.catch_signals():
+            folder, history, evaluation = runs.train_run(data, spec, config, out, model_name=model_name, on_step=on_step,
+                                                         on_epoch=on_epoch, checkpoint=checkpoint, dist=session.dist)
     finally:
         close()
+    if evaluation is None:  # a DDP rank other than 0: rank 0 reports
+        return 0
     seconds = sum(history.history.get("seconds", []))
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
           f"(trained {seconds:.1f}s)  run saved to {folder}")
@@ -231,8 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
-    from cnnlab.data_cli import add_data_arguments, add_train_arguments
-    add_train_arguments(p)
+    from cnnlab import data_cli, deploy_cli
+    from cnnlab.deploy_cli import add_export_arguments, cmd_export
+    data_cli.add_train_arguments(p)
+    deploy_cli.add_train_arguments(p)  # last: it records the train defaults that --resume compares with
 
     p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
     p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
@@ -270,12 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
                               "top losses; or `explain conv` for the conv arithmetic"))
     add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
-    add_data_arguments(add("data", cmd_data, "check an image folder (`data check DIR`) or export a built-in "
+    data_cli.add_data_arguments(add("data", cmd_data, "check an image folder (`data check DIR`) or export a built-in "
                            "dataset as image files (`data export mnist --out DIR`)"))
     sub.add_parser("bench", help="time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (cnnlab bench --help)")
     from cnnlab.web.cli import add_serve_arguments
     add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
                             "response, train and watch live (needs the web extra)"))
+    add_export_arguments(add("export", cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
     parser.set_defaults(commands=commands)
     return parser
 
@@ -292,13 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         return speed.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` re-runs the same command
     if not args.command:
         parser.print_help()
         return 2
     try:
         return args.commands[args.command](args)
-    except KeyboardInterrupt:
-        print("cnnlab: interrupted; no run folder was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says where its checkpoint is
+        print(f"cnnlab: {exc or 'interrupted; no run folder was written'}", file=sys.stderr)
         return 130
     except EXPECTED_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -71,7 +71,12 @@ def parse(text: str) -> L.ModelSpec:
         for kind, pattern in PATTERNS.items():
             m = pattern.fullmatch(token)
             if m:
-                item = _layer(kind, m.groups())
+                try:
+                    item = _layer(kind, m.groups())
+                except L.SpecError:
+                    raise
+                except ValueError as exc:  # e.g. a number too long for int()
+                    raise L.SpecError(f"cannot read token {i + 1} {token[:40]!r} of the model spec: {exc}") from None
                 break
         else:
             raise L.SpecError(f"cannot read token {i + 1} {token!r} of the model spec; expected e.g. conv32k3:relu, "

@@ -38,6 +38,8 @@ def mnist_style(gray: np.ndarray, size: tuple[int, int] = (28, 28), box: int | N
         digit *= 255.0 / digit.max()
     out = np.zeros(size, dtype=np.float32)
     total = digit.sum()
+    if total <= 0:  # ink too sparse to survive the shrink (a few dots far apart): nothing to centre
+        return out.astype(np.uint8)
     cy, cx = ((np.arange(digit.shape[0]) @ digit.sum(1)) / total, (np.arange(digit.shape[1]) @ digit.sum(0)) / total)
     top, left = int(round(h / 2 - cy)), int(round(w / 2 - cx))  # MNIST's centre of mass sits at index 14.0
     top, left = min(max(top, 0), h - digit.shape[0]), min(max(left, 0), w - digit.shape[1])

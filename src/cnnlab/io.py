@@ -84,7 +84,7 @@ def read_model(path: str | os.PathLike) -> SavedModel:
         state = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
     meta_text = (header.get("__metadata__") or {}).get("cnnlab")
     if meta_text is None:
@@ -95,11 +95,29 @@ def read_model(path: str | os.PathLike) -> SavedModel:
             raise ModelFileError(f"{path}: model format version {meta.get('format_version')!r}, "
                                  f"this cnnlab reads version {FORMAT_VERSION}")
         spec = ModelSpec.from_dict(meta["spec"])
-        spec.shapes()
-        class_names = [str(c) for c in meta["class_names"]]
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError) as exc:
-        raise ModelFileError(f"{path}: damaged cnnlab metadata ({exc})") from None
-    return SavedModel(spec, state, class_names, dict(meta.get("preprocessing") or {}), str(meta.get("name", "sequential")))
+        shapes = spec.shapes()
+        class_names = meta["class_names"]
+        preprocessing = meta.get("preprocessing") or {}
+        if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+            raise ModelFileError(f"{path}: class_names must be a list of strings, got {class_names!r:.80}")
+        if len(shapes[-1]) == 1 and len(class_names) != shapes[-1][0]:
+            raise ModelFileError(f"{path}: {len(class_names)} class names for a model with {shapes[-1][0]} outputs")
+        if not isinstance(preprocessing, dict):
+            raise ModelFileError(f"{path}: preprocessing must be an object, got {preprocessing!r:.80}")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
+    _check_sizes(path, spec, shapes, state)
+    return SavedModel(spec, state, class_names, preprocessing, str(meta.get("name", "sequential")))
+
+
+def _check_sizes(path: Path, spec: ModelSpec, shapes: list[tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
+    """The spec must ask for exactly the parameters the file holds, so that building the module
+    allocates no more than the file justifies (a tampered spec could ask for billions)."""
+    inputs = [spec.input_shape, *shapes[:-1]]
+    wanted = sum(sum(layer.params(shape)) for layer, shape in zip(spec.layers, inputs))
+    held = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
+    if wanted != held:
+        raise ModelFileError(f"{path}: the spec needs {wanted:,} parameters but the file holds {held:,}")
 
 
 def write_json(path: Path, obj: Any) -> None:

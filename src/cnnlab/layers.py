@@ -51,6 +51,10 @@ def _padding(value: Any, what: str) -> str:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{what} must be a positive integer, got {value!r}")
@@ -203,7 +207,7 @@ class Dropout(Layer):
     keras_name: ClassVar[str] = "dropout"
 
     def __post_init__(self) -> None:
-        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 <= self.rate < 1:
+        if not _is_number(self.rate) or not 0 <= self.rate < 1:
             raise SpecError(f"Dropout rate must be a number in [0, 1), got {self.rate!r}")
         object.__setattr__(self, "rate", float(self.rate))
 
@@ -216,9 +220,9 @@ class BatchNormalization(Layer):
     keras_name: ClassVar[str] = "batch_normalization"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.momentum < 1:
+        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
             raise SpecError(f"BatchNormalization momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.epsilon > 0:
+        if not _is_number(self.epsilon) or not self.epsilon > 0:
             raise SpecError(f"BatchNormalization epsilon must be positive, got {self.epsilon!r}")
 
     def params(self, shape: Shape) -> tuple[int, int]:
@@ -246,7 +250,7 @@ def from_dict(d: dict[str, Any]) -> Layer:
     if not isinstance(d, dict) or "type" not in d:
         raise SpecError(f"a layer must be an object with a 'type' key, got {d!r}")
     kind = d["type"]
-    if kind not in LAYER_TYPES:
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
         raise SpecError(f"unknown layer type {kind!r}, expected one of {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[kind]
     known = {f.name for f in dataclasses.fields(cls)}
@@ -285,7 +289,10 @@ def keras_names(layers: list[Layer] | tuple[Layer, ...]) -> list[str]:
         base = layer.keras_name
         n = counts.get(base, 0)
         counts[base] = n + 1
-        names.append(getattr(layer, "name", None) or (base if n == 0 else f"{base}_{n}"))
+        name = getattr(layer, "name", None)
+        if name is not None and not isinstance(name, str):
+            raise SpecError(f"layer name must be a string, got {name!r}")
+        names.append(name or (base if n == 0 else f"{base}_{n}"))
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise SpecError(f"layer name {dup!r} is used twice; layer names must be unique")
@@ -344,4 +351,5 @@ class ModelSpec:
         if unknown:
             raise SpecError(f"unknown model key(s) {', '.join(unknown)}; expected input_shape and layers")
         shape = d.get("input_shape")
-        return cls(tuple(from_dict(layer) for layer in d["layers"]), tuple(shape) if shape else None)
+        shape = tuple(shape) if isinstance(shape, list) else shape  # anything else: check_input_shape says why
+        return cls(tuple(from_dict(layer) for layer in d["layers"]), shape if shape != () else None)

@@ -52,7 +52,8 @@ class ChannelDense(nn.Linear):
     """Keras's Dense on an image: a linear map of the channel axis at every pixel (a 1x1 conv)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, units, H, W)
-        return F.linear(x.movedim(1, -1), self.weight, self.bias).movedim(-1, 1)
+        # explicit permutations: ONNX export turns movedim's -1 into an invalid Transpose
+        return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
 
 
 def _block(parts: dict[str, nn.Module], activation: str | None) -> nn.Sequential:

@@ -10,9 +10,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# No honest file holds more pixels per byte than this: flat lossless WebP reaches ~25,000, a blank
+# 1-bit fax TIFF ~13,000. A header claiming more describes data the file does not have.
+MAX_PIXELS_PER_BYTE = 100_000
 
 
-class BadImageError(ValueError):
+class ImageError(ValueError):
+    """An image file cannot be decoded, or is too large to decode safely, or cannot be converted."""
+
+
+class BadImageError(ImageError):
     """A file that is not a usable image; `reason` says why in a few words, for lists of skipped files."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -35,6 +42,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             if img.width * img.height > MAX_PIXELS:
                 raise BadImageError(path, f"{img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
                                           "(refused as a possible decompression bomb)")
+            if img.width * img.height > MAX_PIXELS_PER_BYTE * path.stat().st_size:
+                raise BadImageError(path, f"its header claims {img.width}x{img.height} pixels, more than a "
+                                          f"{path.stat().st_size:,}-byte file can hold; the file is damaged")
             img.seek(0)
             img.load()  # decode now, so truncated or corrupt data fails here and not later
             return ImageOps.exif_transpose(img)
@@ -82,7 +92,10 @@ def to_model_input(img: Image.Image, input_shape: tuple[int, ...], preprocessing
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img.convert("RGBA"))
-    img = img.convert("L" if c == 1 else "RGB")
+    try:
+        img = img.convert("L" if c == 1 else "RGB")
+    except ValueError:  # Pillow has no conversion for a few modes (LAB, La)
+        raise ImageError(f"cannot use an image of mode {img.mode!r}; save it as RGB or grayscale") from None
     if (preprocessing or {}).get("mnist_style") and c == 1:
         from cnnlab.digits import mnist_style
         return mnist_style(np.asarray(img), (h, w))[..., None]

@@ -12,7 +12,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ from cnnlab.model import build, ends_in_softmax, keras_init_
 from cnnlab.summary import summary_dict, summary_text
 from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, fit, predict_logits, resolve_device,
                           targets_tensor, to_device_images)
+
+if TYPE_CHECKING:
+    from cnnlab.checkpoint import Checkpointer
+    from cnnlab.distributed import Distributed
 
 
 @dataclass
@@ -63,11 +67,15 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
 
 def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
               on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
-              should_stop: Any = None, figures: bool = True, step_every: int = 20
-              ) -> tuple[Path, History, Evaluation]:
+              should_stop: Any = None, figures: bool = True, step_every: int = 20,
+              checkpoint: Checkpointer | None = None, dist: Distributed | None = None
+              ) -> tuple[Path, History, Evaluation | None]:
     """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation).
 
-    `on_step` is called every `step_every` steps (see `fit`); the web page asks for more points than the progress bar.
+    `on_step` is called every `step_every` steps (see `fit`); the web page asks for more points than the
+    progress bar. With `checkpoint` the run can be resumed after a crash (cnnlab.checkpoint); with `dist`
+    this is one of several DDP processes (cnnlab.distributed), and only rank 0 evaluates and writes (the
+    others return evaluation None).
     """
     out = Path(out)
     if out.exists():
@@ -80,8 +88,11 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     started = time.perf_counter()
     validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/
     history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=on_step,
-                  on_epoch=on_epoch, should_stop=should_stop, step_every=step_every)
+                  on_epoch=on_epoch, should_stop=should_stop, step_every=step_every, checkpoint=checkpoint, dist=dist)
     train_seconds = time.perf_counter() - started
+    distributed = dist.finish(module, config.batch_size) if dist else None  # every rank takes part; the weights must agree
+    if dist and not dist.is_main:
+        return out, history, None
     evaluation = evaluate(module, spec, data.x_test, data.y_test, list(data.class_names))
     with atomic_dir(out) as tmp:
         io.save_model(tmp / io.MODEL_FILE, spec, module, list(data.class_names), preprocessing(data))
@@ -90,7 +101,7 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
             "train": config.to_dict(), "resolved": {"schedule": config.resolved_schedule, "peak_lr": config.peak_lr(),
                                                     "device": str(resolve_device(config.device))},
             "created": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-            "python": platform.python_version()})
+            "python": platform.python_version(), **({"distributed": distributed} if distributed else {})})
         io.write_json(tmp / "history.json", {"epoch": history.epoch, **history.history,
                                              "stopped_early": history.stopped_early, "best_epoch": history.best_epoch})
         (tmp / "history.csv").write_text(io.history_csv(history.history))
@@ -99,6 +110,8 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
         io.write_json(tmp / "summary.json", summary_dict(spec))
         if figures:
             write_figures(tmp, history.history, evaluation, list(data.class_names))
+    if checkpoint:
+        checkpoint.finish()  # the run folder is complete; its checkpoint is no longer needed
     return out, history, evaluation
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ from torch import nn
 
 from cnnlab.augment import AugmentOptions, augment_batch
 from cnnlab.model import place
+
+if TYPE_CHECKING:
+    from cnnlab.checkpoint import Checkpointer
+    from cnnlab.distributed import Distributed
 
 StepCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, step, logs)
 EpochCallback = Callable[[int, dict[str, float]], None]  # (epoch, logs)
@@ -60,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 2000
     class_weight: tuple[float, ...] | None = None  # loss weight per class (cnnlab train sets it for imbalanced data)
     augment: AugmentOptions | None = None  # random changes to each training batch (cnnlab.augment)
+    deterministic: bool = False  # bit-identical reruns; see cnnlab.reproducible.deterministic_mode
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -191,6 +196,17 @@ def targets_tensor(y: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     return (t.long() if t.ndim == 1 else t.float()).to(device)
 
 
+def check_finite(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse float images or soft labels holding NaN or infinity before they poison the weights."""
+    for what, t in (("image", x), ("label", y)):
+        if t.is_floating_point():
+            bad = ~torch.isfinite(t.reshape(len(t), -1)).all(1)
+            if bool(bad.any()):
+                first = int(bad.nonzero()[0])
+                raise ValueError(f"training {what}s hold NaN or infinite values ({int(bad.sum())} of {len(t):,}, "
+                                 f"the first at index {first}); clean the data before training")
+
+
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     labels = y if y.ndim == 1 else y.argmax(1)
     return (logits.argmax(1) == labels).sum()
@@ -198,13 +214,15 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, config: TrainConfig = TrainConfig(),
         *, validation_data: tuple[Any, Any] | None = None, on_step: StepCallback | None = None,
-        on_epoch: EpochCallback | None = None, step_every: int = 20, should_stop: Callable[[], bool] | None = None
-        ) -> History:
+        on_epoch: EpochCallback | None = None, step_every: int = 20, should_stop: Callable[[], bool] | None = None,
+        checkpoint: Checkpointer | None = None, dist: Distributed | None = None) -> History:
     """Train `module` in place on images `x` uint8 (N, H, W, C) and labels `y`; return the History.
 
     `validation_data` (x_val, y_val) wins over `config.validation_split`, which (as in Keras) holds
     out the *last* fraction of `x` before any shuffling. `on_step` is called every `step_every` steps
     (each call waits for the device), `on_epoch` after each epoch; `should_stop` is polled each step.
+    `checkpoint` saves (and on resume restores) the loop's state, see cnnlab.checkpoint; `dist` trains
+    this process's shard of every batch under DDP, see cnnlab.distributed.
     """
     device = resolve_device(config.device)
     if device.type == "cpu":
@@ -222,8 +240,13 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"need as many labels as images, and at least one: got {len(x)} images, {len(y)} labels")
     xs, ys = to_device_images(x, device), targets_tensor(y, device)
+    check_finite(xs, ys)
     val = (to_device_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
     place(module, device)
+    if config.deterministic:
+        from cnnlab.reproducible import deterministic_mode
+        deterministic_mode(device, module)
+    model = dist.wrap(module) if dist else module  # DDP: gradients are combined across ranks in backward()
     n = len(xs)
     steps_per_epoch = math.ceil(n / config.batch_size)
     opt = make_optimizer(module.parameters(), config, device)
@@ -233,20 +256,37 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     history, best, best_state, waited = History(), None, None, 0
-    for epoch in range(config.epochs):
+    resumed = checkpoint.attach(module, opt, sched, gen, history, steps_per_epoch) if checkpoint else None
+    if resumed:
+        best, best_state, waited = resumed.best, resumed.best_state, resumed.waited
+
+    def loop_state(epochs_done: int, steps_done: int, finished: bool = False) -> dict[str, Any]:  # for checkpoints
+        return dict(epoch=epochs_done, step=steps_done, order=order if steps_done else None, loss_sum=loss_sum,
+                    correct=correct, seen=seen, best=best, best_state=best_state, waited=waited, finished=finished)
+
+    first_epoch = 0 if resumed is None else config.epochs if resumed.finished else resumed.epoch
+    for epoch in range(first_epoch, config.epochs):
         module.train()
         start = time.perf_counter()
-        order = torch.randperm(n, generator=gen).to(device) if config.shuffle else torch.arange(n, device=device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step in range(steps_per_epoch):
+        if resumed and resumed.step:  # a mid-epoch checkpoint: its permutation and running sums
+            order, first_step, seen = resumed.order.to(device), resumed.step, resumed.seen
+            loss_sum = torch.tensor(resumed.loss_sum, device=device)
+            correct = torch.tensor(resumed.correct, device=device, dtype=torch.long)
+        else:
+            order = torch.randperm(n, generator=gen).to(device) if config.shuffle else torch.arange(n, device=device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen, first_step = 0, 0
+        resumed = None
+        for step in range(first_step, steps_per_epoch):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            if dist:
+                idx = dist.shard(idx)
             xb, yb = scale(xs[idx]), ys[idx]
             if config.augment is not None:
                 xb = augment_batch(xb, config.augment, gen)
             with autocast:
-                logits = module(xb)
+                logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb, weight=class_weight, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -256,17 +296,24 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
             loss_sum += loss.detach() * len(idx)
             correct += _correct(logits.detach(), yb)
             seen += len(idx)
-            if on_step and ((step + 1) % step_every == 0 or step + 1 == steps_per_epoch):
+            if checkpoint:  # saves every N steps; on Ctrl-C / SIGTERM saves and raises TrainingInterrupted
+                checkpoint.step_done(epoch, step + 1, lambda: loop_state(epoch, step + 1))
+            if (step + 1) % step_every == 0 or step + 1 == steps_per_epoch:  # one wait for the device per step_every
                 loss_now = loss_sum.item() / seen
                 if not math.isfinite(loss_now):
-                    raise FloatingPointError(f"training diverged: loss is {loss_now} at epoch {epoch + 1}, step {step + 1}")
-                on_step(epoch, step + 1, {"loss": loss_now, "accuracy": correct.item() / seen,
-                                          "steps": steps_per_epoch, "seen": seen})
+                    raise FloatingPointError(f"training diverged: loss is {loss_now} at epoch {epoch + 1}, step {step + 1}"
+                                             + (f"; the last good checkpoint is kept in {checkpoint.folder}" if checkpoint else ""))
+                if on_step:
+                    on_step(epoch, step + 1, {"loss": loss_now, "accuracy": correct.item() / seen,
+                                              "steps": steps_per_epoch, "seen": seen})
             if should_stop and should_stop():
                 break
+        if dist:
+            seen = dist.reduce_epoch(module, loss_sum, correct, seen)
         logs = {"loss": loss_sum.item() / max(seen, 1), "accuracy": correct.item() / max(seen, 1)}
         if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"training diverged: loss is {logs['loss']} at epoch {epoch + 1}")
+            raise FloatingPointError(f"training diverged: loss is {logs['loss']} at epoch {epoch + 1}, step {step + 1}"
+                                     + (f"; the last good checkpoint is kept in {checkpoint.folder}" if checkpoint else ""))
         if val is not None:
             val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size)
             logs.update(val_loss=val_loss, val_accuracy=val_acc)
@@ -274,9 +321,8 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         history.append(epoch + 1, logs)
         if on_epoch:
             on_epoch(epoch, logs)
-        if should_stop and should_stop():
-            break
-        if config.early_stopping_patience is not None:
+        stop = bool(should_stop and should_stop())
+        if config.early_stopping_patience is not None and not stop:
             if config.monitor not in logs:
                 raise ValueError(f"early stopping monitors {config.monitor!r} but there is no validation data; "
                                  "give validation_split or validation_data, or monitor 'loss'")
@@ -286,9 +332,11 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
                 best_state = copy.deepcopy(module.state_dict()) if config.restore_best_weights else None
             else:
                 waited += 1
-                if waited > config.early_stopping_patience:
-                    history.stopped_early = True
-                    break
+                history.stopped_early = stop = waited > config.early_stopping_patience
+        if checkpoint:
+            checkpoint.epoch_done(loop_state(epoch + 1, 0, finished=stop or epoch + 1 == config.epochs))
+        if stop:
+            break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()

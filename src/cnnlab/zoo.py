@@ -80,8 +80,8 @@ def resolve(model: str, input_shape: tuple[int, ...] | None = None, num_classes:
             raise SpecError(f"model file {model!r} not found")
         try:
             data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SpecError(f"{model}: not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise SpecError(f"{model}: not valid JSON ({type(exc).__name__}: {exc})") from None
         spec = ModelSpec.from_dict(data)
     else:
         try:

@@ -2,12 +2,15 @@
 
 IDX layout: two zero bytes, a dtype code, the number of dimensions, then one big-endian
 uint32 per dimension, then the data in C order, big-endian. The header is checked against
-the file length *before* anything is allocated, so a corrupt header cannot ask for a huge array.
+the file length *before* anything is allocated, so a corrupt header cannot ask for a huge array:
+a plain file must hold every byte its header claims, and a gzip file can hold at most 1032 times
+its own size (deflate's best possible ratio).
 """
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import struct
 import zlib
@@ -30,6 +33,7 @@ DTYPES: dict[int, np.dtype] = {
 CODES = {dt.newbyteorder("="): code for code, dt in DTYPES.items()}
 MAX_DIMS = 8
 MAX_BYTES = 4 << 30  # refuse to decode more than 4 GiB: no real IDX file is that big
+DEFLATE_MAX_RATIO = 1032  # RFC 1951: a deflate stream expands at most 1032:1
 
 
 class IDXError(ValueError):
@@ -46,16 +50,20 @@ def read_idx(source: str | os.PathLike | BinaryIO, *, max_bytes: int = MAX_BYTES
 
 
 def _read(f: BinaryIO, name: str, max_bytes: int) -> np.ndarray:
-    head = f.read(2)
-    f.seek(-len(head), io.SEEK_CUR)
-    stream: BinaryIO = gzip.GzipFile(fileobj=f, mode="rb") if head == b"\x1f\x8b" else f
+    start = f.tell()
+    size = f.seek(0, io.SEEK_END) - start
+    f.seek(start)
+    compressed = f.read(2) == b"\x1f\x8b"
+    f.seek(start)
+    stream: BinaryIO = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+    room = size * DEFLATE_MAX_RATIO if compressed else size  # the most bytes this file can decode to
     try:
-        return _parse(stream, name, max_bytes)
+        return _parse(stream, name, max_bytes, room, compressed)
     except (EOFError, OSError, zlib.error) as exc:  # gzip errors on a corrupt or cut-off stream
         raise IDXError(f"{name}: corrupt or truncated compressed data ({exc})") from None
 
 
-def _parse(stream: BinaryIO, name: str, max_bytes: int) -> np.ndarray:
+def _parse(stream: BinaryIO, name: str, max_bytes: int, room: int, compressed: bool) -> np.ndarray:
     magic = stream.read(4)
     if len(magic) < 4:
         raise IDXError(f"{name}: file is {len(magic)} bytes, too short for an IDX header")
@@ -72,12 +80,21 @@ def _parse(stream: BinaryIO, name: str, max_bytes: int) -> np.ndarray:
         raise IDXError(f"{name}: header cut off in the dimension list")
     dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = DTYPES[code]
-    nbytes = int(np.prod(dims, dtype=np.uint64)) * dtype.itemsize if all(dims) else 0
-    if nbytes > max_bytes:
-        raise IDXError(f"{name}: header claims shape {dims} ({nbytes:,} bytes), over the {max_bytes:,}-byte limit")
-    data = stream.read(nbytes)
-    if len(data) != nbytes:
-        raise IDXError(f"{name}: truncated: shape {dims} needs {nbytes:,} data bytes, found {len(data):,}")
+    span = math.prod(max(d, 1) for d in dims) * dtype.itemsize  # numpy refuses huge shapes even when empty
+    nbytes = math.prod(dims) * dtype.itemsize
+    if span > max_bytes:
+        raise IDXError(f"{name}: header claims shape {dims} ({span:,} bytes), over the {max_bytes:,}-byte limit")
+    if nbytes > room - 4 - 4 * ndim:
+        why = (f"a {room // DEFLATE_MAX_RATIO:,}-byte compressed file cannot hold that many" if compressed
+               else f"the file has {max(room - 4 - 4 * ndim, 0):,}")
+        raise IDXError(f"{name}: truncated or corrupt: shape {dims} needs {nbytes:,} data bytes; {why}")
+    data = bytearray(nbytes)  # justified by the file's size, checked above
+    got = 0
+    while got < nbytes:
+        n = stream.readinto(memoryview(data)[got:])
+        if not n:
+            raise IDXError(f"{name}: truncated: shape {dims} needs {nbytes:,} data bytes, found {got:,}")
+        got += n
     if stream.read(1):
         raise IDXError(f"{name}: trailing bytes after the {nbytes:,} data bytes of shape {dims}")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
