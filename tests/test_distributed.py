@@ -47,7 +47,7 @@ def test_batches_too_small_for_the_processes_are_refused_before_training():
 
 SPEC = "in28x28x1 conv6k3:relu max2 flatten dense10:softmax"
 ARGS = ["--model", SPEC, "--subset", "2008", "--batch-size", "16", "--epochs", "2", "--device", "cpu",
-        "--quiet"]  # 2008 % 16 = 8: a ragged last batch, split 4 + 4
+        "--precision", "fp32", "--quiet"]  # 2008 % 16 = 8: a ragged last batch, split 4 + 4
 
 
 def cnnlab(*args: str) -> subprocess.Popen:
@@ -69,7 +69,7 @@ def two_process_run(tmp_path_factory) -> Path:
 def test_two_processes_train_the_single_process_model(two_process_run, tmp_path):
     data = load("mnist")
     data = dataclasses.replace(data, x_train=data.x_train[:2008], y_train=data.y_train[:2008])
-    _, history, _ = runs.train_run(data, compact.parse(SPEC), TrainConfig(epochs=2, batch_size=16, device="cpu"),
+    _, history, _ = runs.train_run(data, compact.parse(SPEC), TrainConfig(epochs=2, batch_size=16, device="cpu", precision="fp32"),
                                    tmp_path / "single", figures=False)
     got, want = load_file(two_process_run / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
     for key in want:

@@ -54,7 +54,8 @@ def test_one_fast_step_equals_the_plain_step(small):
     x, y, _, _ = small
     xb, yb = x[:64], y[:64]
     fast, plain = seed_module(), seed_module()
-    fit(fast, xb, yb, TrainConfig(epochs=1, batch_size=64, lr=1e-3, label_smoothing=0.0, shuffle=False, seed=0))
+    fit(fast, xb, yb, TrainConfig(epochs=1, batch_size=64, lr=1e-3, label_smoothing=0.0, shuffle=False, seed=0,
+                                  precision="fp32"))
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3, eps=1e-7)
     inputs = torch.tensor(xb, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
     loss = F.cross_entropy(plain(inputs), torch.tensor(yb))
@@ -64,6 +65,21 @@ def test_one_fast_step_equals_the_plain_step(small):
     moved = (weights(fast) - weights(seed_module())).abs()
     assert moved.max() > 5e-4  # Adam's first step moves weights by about lr = 1e-3
     torch.testing.assert_close(weights(fast), weights(plain), rtol=0, atol=1e-5)
+
+
+def test_bf16_fast_path_computes_the_same_gradient(small):
+    """bf16 autocast (the default on CUDA and on CPUs with native bf16) only rounds: its gradient points
+    the same way as the fp32 one."""
+    x, y, _, _ = small
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        module = seed_module()
+        fit(module, x[:128], y[:128], TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=1.0, momentum=0.0,
+                                                 shuffle=False, precision=precision))
+        grads[precision] = weights(seed_module()) - weights(module)  # one SGD step with lr 1 = the gradient
+    cos = torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0)
+    assert cos > 0.99, cos
+    assert not torch.equal(grads["fp32"], grads["bf16"])  # bf16 really ran
 
 
 def test_validation_split_takes_the_last_fraction_like_keras(small):

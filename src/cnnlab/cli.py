@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
             "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
             "early_stopping_patience": args.early_stopping, "monitor": args.monitor, "device": args.device,
-            "deterministic": args.deterministic or None,
+            "deterministic": args.deterministic or None, "precision": args.precision,
         }.items() if v is not None}, **folder_options}
         config = TrainConfig(seed=args.seed, **options)
         out = Path(args.out) if args.out else runs.default_run_dir(args.data if not Path(args.data).is_dir()
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
