@@ -34,7 +34,7 @@ def test_resolve_text_never_opens_a_file(tmp_path: Path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("", "empty model"), ("flatten dense3", "10 classes"), ('{"layers": [{"type": ["x"]}]}', "malformed"),
+    ("", "empty model"), ("flatten dense3", "10 classes"), ('{"layers": [{"type": ["x"]}]}', "unknown layer type"),
     ("{", "not valid JSON"), ('"seed"', "cannot read token"), ("in32x32x3 flatten dense10", "does not match"),
 ])
 def test_resolve_text_errors_name_the_problem(text, words):
