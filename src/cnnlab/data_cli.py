@@ -64,6 +64,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="resize every image to this (default: chosen from the data and printed)")
     g.add_argument("--color", choices=["auto", "rgb", "grayscale"], default="auto",
                    help="colour mode (default auto: grayscale when every image is gray)")
+    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode once into a file in the cache folder and read batches from it instead of holding "
+                        "the images in memory (default: only when they would need over half the free memory)")
     g.add_argument("--class-weight", choices=["auto", "balanced", "none"], default="auto",
                    help="weight the loss per class: auto (default) does it when the largest class has more than "
                         "1.5x the images of the smallest; balanced always; none never")
@@ -81,7 +84,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def folder_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"image_size": args.image_size, "color": args.color}
+    return {"image_size": args.image_size, "color": args.color, "stream": getattr(args, "stream", None)}
 
 
 def folder_options_of_model(preprocessing: dict[str, Any]) -> dict[str, Any]:

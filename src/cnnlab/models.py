@@ -16,8 +16,8 @@ from cnnlab.layers import Input, Layer, ModelSpec, SpecError
 from cnnlab.model import build, ends_in_softmax, keras_init_, place
 from cnnlab.preprocess import as_images, as_labels
 from cnnlab.summary import summary_dict, summary_text
-from cnnlab.train import (History, TrainConfig, evaluate_tensors, fit, predict_logits, resolve_device,
-                          targets_tensor, to_device_images)
+from cnnlab.train import (History, TrainConfig, eval_images, evaluate_tensors, fit, predict_logits, resolve_device,
+                          targets_tensor)
 
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
@@ -152,10 +152,10 @@ class Sequential:
                              f"(classes 0 to {k - 1})")
 
     # --- inference ------------------------------------------------------------------------
-    def _device_images(self, x: Any) -> torch.Tensor:
+    def _device_images(self, x: Any) -> torch.Tensor | np.memmap:
         x = as_images(x, self.spec.input_shape)
         device = next(self.module.parameters()).device
-        return to_device_images(x, device)
+        return eval_images(x, device)  # a memmap stays on the host, read batch by batch
 
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray:
         """Class probabilities (N, classes) as float32 numpy."""
@@ -166,7 +166,7 @@ class Sequential:
                  return_dict: bool = False) -> list[float] | dict[str, float]:
         """[loss, accuracy] on (x, y), as Keras returns with metrics=['accuracy']."""
         xs = self._device_images(x)
-        ys = targets_tensor(as_labels(y, len(xs)), xs.device)
+        ys = targets_tensor(as_labels(y, len(xs)), next(self.module.parameters()).device)
         loss, acc = evaluate_tensors(self.module, xs, ys, batch_size)
         return {"loss": loss, "accuracy": acc} if return_dict else [loss, acc]
 

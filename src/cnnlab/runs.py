@@ -23,8 +23,8 @@ from cnnlab.fsutil import atomic_dir
 from cnnlab.layers import ModelSpec
 from cnnlab.model import build, ends_in_softmax, keras_init_
 from cnnlab.summary import summary_dict, summary_text
-from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, fit, predict_logits, resolve_device,
-                          targets_tensor, to_device_images)
+from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, eval_images, fit, predict_logits,
+                          resolve_device, targets_tensor)
 
 if TYPE_CHECKING:
     from cnnlab.checkpoint import Checkpointer
@@ -55,7 +55,7 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
              batch_size: int = 2000) -> Evaluation:
     """Test loss, accuracy, probabilities, confusion matrix and per-class report in one pass."""
     device = next(module.parameters()).device
-    logits = predict_logits(module, to_device_images(x, device), batch_size)
+    logits = predict_logits(module, eval_images(x, device), batch_size)
     yt = targets_tensor(y, logits.device)
     loss = torch.nn.functional.cross_entropy(logits, yt).item()
     probs = (torch.softmax(logits, 1) if ends_in_softmax(spec) else logits).cpu().numpy()

@@ -4,7 +4,9 @@ Why it is fast (see also bench/speed.py): the whole dataset lives on the device 
 batch is one index into a per-epoch permutation (no DataLoader, no per-sample Python); scaling to
 [0, 1] happens on the device; convolutions run channels_last; running sums of loss and accuracy stay
 on the device so the loop never waits for the GPU except to report progress; bf16 autocast where
-the hardware does bf16 natively (CUDA, recent x86 CPUs).
+the hardware does bf16 natively (CUDA, recent x86 CPUs). Images in a disk-backed `numpy.memmap`
+(an image folder too large for memory, see cnnlab.datasets.stream) stay on the host instead, and each
+batch's rows are read and moved to the device when it is needed (`HostBatches`).
 """
 from __future__ import annotations
 
@@ -197,6 +199,44 @@ def to_device_images(x: np.ndarray | torch.Tensor, device: torch.device) -> torc
     return t.permute(0, 3, 1, 2).to(device).contiguous(memory_format=torch.channels_last)
 
 
+class HostBatches:
+    """Images left in a host array (a disk-backed np.memmap): each batch's rows are read on demand.
+
+    Rows are read in ascending order (disk locality), then put back in the batch's order, so a batch is
+    exactly what indexing the whole set on the device gives. The OS page cache keeps recently read rows
+    and gives the memory back under pressure: it is the bounded cache; nothing here holds over a batch.
+    """
+
+    def __init__(self, x: np.ndarray, device: torch.device) -> None:
+        self.x, self.device = x, device
+        if np.issubdtype(x.dtype, np.floating):  # the same refusal as check_finite, a slice at a time
+            for i in range(0, len(x), 4096):
+                check_finite(torch.from_numpy(np.asarray(x[i:i + 4096])), torch.zeros(0, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        if isinstance(idx, slice):
+            return to_device_images(np.array(self.x[idx]), self.device)  # a copy: the memmap is read-only
+        rows = idx.cpu().numpy()
+        order = np.argsort(rows)
+        batch = np.empty((len(rows), *self.x.shape[1:]), self.x.dtype)
+        batch[order] = self.x[rows[order]]
+        return to_device_images(torch.from_numpy(batch), self.device)
+
+
+def batches(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor | HostBatches:
+    """Where a training set lives: a memmap stays on the host, anything else goes whole to the device
+    (a device tensor, so the fast path indexes it directly). Both give a device batch for `[idx]`."""
+    return HostBatches(x, device) if isinstance(x, np.memmap) else to_device_images(x, device)
+
+
+def eval_images(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor | np.memmap:
+    """Images for predict_logits: a memmap stays on the host and is read batch by batch."""
+    return x if isinstance(x, np.memmap) else to_device_images(x, device)
+
+
 def scale(batch: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [0, 1]; floats are taken as already scaled."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
@@ -251,9 +291,9 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
 
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"need as many labels as images, and at least one: got {len(x)} images, {len(y)} labels")
-    xs, ys = to_device_images(x, device), targets_tensor(y, device)
-    check_finite(xs, ys)
-    val = (to_device_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
+    xs, ys = batches(x, device), targets_tensor(y, device)
+    check_finite(xs if isinstance(xs, torch.Tensor) else torch.zeros(0, dtype=torch.uint8), ys)  # HostBatches checks its own
+    val = (eval_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
     place(module, device)
     if config.deterministic:
         from cnnlab.reproducible import deterministic_mode
@@ -357,16 +397,19 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
 
 
 @torch.inference_mode()
-def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Logits for device images x (N, C, H, W), in large batches."""
+def predict_logits(module: nn.Module, x: torch.Tensor | np.memmap, batch_size: int = 2000) -> torch.Tensor:
+    """Logits for device images x (N, C, H, W), or a host memmap (N, H, W, C) read batch by batch, in large batches."""
     module.eval()
-    device = next(module.parameters()).device if any(True for _ in module.parameters()) else x.device
+    params = list(module.parameters())
+    device = params[0].device if params else getattr(x, "device", torch.device("cpu"))
+    if isinstance(x, np.memmap):
+        x = HostBatches(x, device)  # type: ignore[assignment]
     out = [module(scale(x[i:i + batch_size].to(device))).float() for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate_tensors(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `module` on device tensors."""
+def evaluate_tensors(module: nn.Module, x: torch.Tensor | np.memmap, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `module` on device tensors (or host memmap images, see predict_logits)."""
     logits = predict_logits(module, x, batch_size)
     y = y.to(logits.device)
     loss = F.cross_entropy(logits, y).item()

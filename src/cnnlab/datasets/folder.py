@@ -5,6 +5,8 @@ converted to the chosen colour mode and stretched to one size. The arrays are ca
 cache folder under a key made of every file's path, size and modification time plus the options, so
 the next run with unchanged files loads at once, and a changed, added or removed file re-decodes.
 Files that cannot be used are skipped and listed in `dataset.report.bad_files` with the reason.
+Data too large for memory (or `stream=True`) is decoded once into a disk-backed array instead, see
+`cnnlab.datasets.stream`.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ import json
 import os
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+import itertools
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -86,15 +90,19 @@ class FolderDataset(Dataset):
 
 def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = None, color: str = "auto",
                 holdout: float = 0.2, seed: int = 0, workers: int | None = None, cache: bool = True,
-                on_progress: Callable[[int, int], None] | None = None) -> FolderDataset:
+                on_progress: Callable[[int, int], None] | None = None, stream: bool | None = None) -> FolderDataset:
     """Read an image folder into uint8 (N, H, W, C) arrays with int64 labels and the class names.
 
     image_size (H, W): every image is stretched to it; None chooses the median size of the images,
     scaled down to at most 128 pixels a side. color: "rgb", "grayscale" or "auto" (grayscale when every
     image is gray). Without split folders a stratified `holdout` fraction of each class (chosen with
     `seed`) becomes the test set; with train/ + val/ + test/ the val/ images become `x_val`.
-    `on_progress(done, total)` is called while decoding.
+    `on_progress(done, total)` is called while decoding. stream: True gives `numpy.memmap` arrays
+    read from a file in the cache folder (always written there, `cache=False` only skips reusing
+    one); None (default) streams when the arrays would need more than half the free memory
+    (`stream.should_stream`); False keeps them in memory and refuses data that would not fit.
     """
+    from cnnlab.datasets import stream as disk
     started = time.perf_counter()
     if image_size is not None:
         image_size = _check_size(image_size)
@@ -105,17 +113,29 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     layout = scan(path)
     files = layout.files()
     options = {"image_size": image_size, "color": color}
-    cache_file = _cache_file(layout, files, options) if cache else None
-    loaded = _read_cache(cache_file) if cache_file else None
-    if loaded is None:
-        loaded = _decode_all(layout, files, image_size, color, workers, on_progress)
-        if cache_file:
-            _write_cache(cache_file, *loaded)
-        cached = False
-    else:
-        cached = True
-    x, meta = loaded
-    return _assemble(layout, files, x, meta, holdout, seed, cached, cache_file, time.perf_counter() - started)
+    cache_file = _cache_file(layout, files, options)
+    stream_file = disk.stream_file(cache_file, holdout, seed)
+    if cache and stream is not True and (loaded := _read_cache(cache_file)) is not None:
+        return _assemble(layout, files, *loaded, holdout, seed, True, cache_file, time.perf_counter() - started)
+    if cache and stream is not False and (found := disk.read(stream_file)) is not None:
+        return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
+    image_size, size_note = _plan_size(files, image_size, workers)
+    channels = 1 if color == "grayscale" else 3
+    if stream or (stream is None and disk.should_stream(len(files), image_size, channels)):
+        meta = disk.write(stream_file, (len(files), *image_size, channels),
+                          lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress),
+                          lambda meta: [idx for _, idx in _arrange(layout, files, meta, holdout, seed)[0]])
+        return _assemble_streamed(layout, files, disk.open_rows(stream_file), meta, holdout, seed, False, stream_file,
+                                  started)
+    _check_memory(len(files), image_size, channels)
+    x = np.zeros((len(files), *image_size, channels), dtype=np.uint8)  # (N, H, W, C)
+    meta = _decode_into(x, files, image_size, color, size_note, workers, on_progress)
+    if meta["color"] == "grayscale" and channels == 3:
+        x = np.ascontiguousarray(x[..., :1])
+    if cache:
+        _write_cache(cache_file, x, meta)
+    return _assemble(layout, files, x, meta, holdout, seed, False, cache_file if cache else None,
+                     time.perf_counter() - started)
 
 
 def _check_size(size: Any) -> tuple[int, int]:
@@ -145,15 +165,27 @@ def default_image_size(sizes: list[tuple[int, int]], cap: int = MAX_DEFAULT_SIDE
 def map_in_threads(fn: Callable[[Path], Any], paths: list[Path], workers: int | None = None,
                    on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
     """[fn(p) for p in paths], computed by a thread pool in chunks; results in the order of `paths`."""
+    return [r for _, part in iter_in_threads(fn, paths, workers, on_progress) for r in part]
+
+
+def iter_in_threads(fn: Callable[[Path], Any], paths: list[Path], workers: int | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, list[Any]]]:
+    """(start, [fn(p) for p in chunk]) in order, with few chunks in flight, so the caller can write
+    each result away and memory stays bounded however many files there are."""
     workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    out: list[Any] = []
+    starts = iter(range(0, len(paths), _CHUNK))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(lambda chunk: [fn(p) for p in chunk], chunks):
-            out.extend(part)
+        pending: deque[tuple[int, Future]] = deque()
+        for start in itertools.islice(starts, 4 * workers):
+            pending.append((start, pool.submit(lambda s: [fn(p) for p in paths[s:s + _CHUNK]], start)))
+        while pending:
+            start, future = pending.popleft()
+            part = future.result()
+            for nxt in itertools.islice(starts, 1):
+                pending.append((nxt, pool.submit(lambda s: [fn(p) for p in paths[s:s + _CHUNK]], nxt)))
             if on_progress:
-                on_progress(len(out), len(paths))
-    return out
+                on_progress(start + len(part), len(paths))
+            yield start, part
 
 
 def _probe(path: Path) -> tuple[int, int] | None:
@@ -181,61 +213,58 @@ def _decode(path: Path, size: tuple[int, int], color: str) -> tuple[np.ndarray, 
     return arr, gray
 
 
-def _decode_all(layout: Layout, files: list[tuple[str, int, Path]], image_size: tuple[int, int] | None, color: str,
-                workers: int | None, on_progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    paths = [p for _, _, p in files]
+def _plan_size(files: list[tuple[str, int, Path]], image_size: tuple[int, int] | None,
+               workers: int | None) -> tuple[tuple[int, int], str]:
+    """The image size to use and the sentence that explains it; probes the headers when not given."""
+    if image_size is not None:
+        return image_size, f"image size {image_size[0]}x{image_size[1]} (as asked)"
+    probed = map_in_threads(_probe, [p for _, _, p in files], workers, None)
+    sizes = [s for s in probed if s is not None]
+    if not sizes:
+        return (1, 1), "no readable images"  # nothing decodes; _assemble names the empty class folders
+    image_size = default_image_size(sizes)
+    hs, ws = [s[0] for s in sizes], [s[1] for s in sizes]
+    median = f"{statistics.median(hs):g}x{statistics.median(ws):g}"
+    spread = f"from {min(hs)}x{min(ws)} to {max(hs)}x{max(ws)}" if len(set(sizes)) > 1 else "all the same size"
+    capped = f", scaled to fit {MAX_DEFAULT_SIDE}" if image_size != default_image_size(sizes, cap=10**9) else ""
+    return image_size, (f"image size {image_size[0]}x{image_size[1]}: the median size {median} of {len(sizes):,} "
+                        f"images ({spread}){capped}; change it with --image-size HxW")
+
+
+def _decode_into(x: np.ndarray, files: list[tuple[str, int, Path]], image_size: tuple[int, int], color: str,
+                 size_note: str, workers: int | None, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """Decode every file into its row of x (N, H, W, C), chunk by chunk; returns the meta the cache keeps.
+
+    With color "auto", x has 3 channels and meta["color"] says whether the caller may keep only the first.
+    """
     bad: dict[int, str] = {}
-    if image_size is None:
-        probed = map_in_threads(_probe, paths, workers, None)
-        sizes = [s for s in probed if s is not None]
-        if not sizes:
-            image_size = (1, 1)  # nothing decodes; _assemble names the empty class folders
-            size_note = "no readable images"
-        else:
-            image_size = default_image_size(sizes)
-            hs, ws = [s[0] for s in sizes], [s[1] for s in sizes]
-            median = f"{statistics.median(hs):g}x{statistics.median(ws):g}"
-            spread = f"from {min(hs)}x{min(ws)} to {max(hs)}x{max(ws)}" if len(set(sizes)) > 1 else "all the same size"
-            capped = f", scaled to fit {MAX_DEFAULT_SIDE}" if image_size != default_image_size(sizes, cap=10**9) else ""
-            size_note = (f"image size {image_size[0]}x{image_size[1]}: the median size {median} of {len(sizes):,} images "
-                         f"({spread}){capped}; change it with --image-size HxW")
-    else:
-        size_note = f"image size {image_size[0]}x{image_size[1]} (as asked)"
-    channels = 1 if color == "grayscale" else 3
-    _check_memory(len(paths), image_size, channels)
-    decoded = map_in_threads(lambda p: _decode(p, image_size, color), paths, workers, on_progress)
-    x = np.zeros((len(paths), *image_size, channels), dtype=np.uint8)  # (N, H, W, C)
     all_gray = True
-    for i, result in enumerate(decoded):
-        if isinstance(result, str):
-            bad[i] = result
-        else:
-            x[i] = result[0]
-            all_gray &= result[1]
+    for start, part in iter_in_threads(lambda p: _decode(p, image_size, color), [p for _, _, p in files], workers,
+                                       on_progress):
+        for i, result in enumerate(part, start):
+            if isinstance(result, str):
+                bad[i] = result
+            else:
+                x[i] = result[0]
+                all_gray &= result[1]
     if color == "auto":
         color = "grayscale" if all_gray else "rgb"
         color_note = ("colour: grayscale (every image is gray; --color rgb keeps 3 channels)" if all_gray else
                       "colour: rgb (some images have colour; --color grayscale converts them)")
-        if all_gray:
-            x = np.ascontiguousarray(x[..., :1])
     else:
         color_note = f"colour: {color} (as asked)"
-    meta = {"image_size": list(image_size), "size_note": size_note, "color": color, "color_note": color_note,
+    return {"image_size": list(image_size), "size_note": size_note, "color": color, "color_note": color_note,
             "bad": {str(i): reason for i, reason in bad.items()}}
-    return x, meta
 
 
 def _check_memory(n: int, size: tuple[int, int], channels: int) -> None:
     """Refuse before decoding when the arrays would not fit in half of the free memory."""
-    need = n * size[0] * size[1] * channels
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > free // 2:
+    from cnnlab.datasets.stream import memory_need
+    need, free = memory_need(n, size, channels)
+    if free is not None and need > free // 2:
         raise ValueError(f"{n:,} images of {size[0]}x{size[1]}x{channels} need {need / 1e9:.1f} GB in memory but only "
-                         f"{free / 1e9:.1f} GB is free; choose a smaller --image-size (streaming from disk is not "
-                         "supported yet)")
+                         f"{free / 1e9:.1f} GB is free; stream them from disk (--stream, or stream=True) or "
+                         "choose a smaller --image-size")
 
 
 # --- cache ----------------------------------------------------------------------------------------------
@@ -291,8 +320,10 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
-def _assemble(layout: Layout, files: list[tuple[str, int, Path]], x: np.ndarray, meta: dict[str, Any],
-              holdout: float, seed: int, cached: bool, cache_file: Path | None, seconds: float) -> FolderDataset:
+def _arrange(layout: Layout, files: list[tuple[str, int, Path]], meta: dict[str, Any], holdout: float,
+             seed: int) -> tuple[list[tuple[str, np.ndarray]], dict[str, dict[str, int]], tuple[BadFile, ...], str]:
+    """([(part, rows)], counts, bad files, where the test images came from): which decoded rows (file order)
+    make x_train, x_val (when there is one) and x_test, in their final order."""
     bad = {int(i): reason for i, reason in meta["bad"].items()}
     bad_files = tuple(sorted([*layout.skipped, *(BadFile(layout.rel(files[i][2]), r) for i, r in bad.items())],
                              key=lambda b: b.path))
@@ -315,30 +346,57 @@ def _assemble(layout: Layout, files: list[tuple[str, int, Path]], x: np.ndarray,
                                     f"{next(b.reason for b in bad_files if b.path.startswith(where))})" if total else ""))
             counts[split][name] = n
 
-    def part(split: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.flatnonzero(ok & (split_of == split))
-        return x[idx], y[idx]
+    def rows(split: str) -> np.ndarray:
+        return np.flatnonzero(ok & (split_of == split))
 
-    x_train, y_train = part("train")
-    x_val = y_val = None
+    train, parts = rows("train"), []
     if "test" in layout.splits:
-        x_test, y_test = part("test")
-        test_from = f"{layout.split_folders['test']} ({len(y_test):,})"
+        test = rows("test")
+        test_from = f"{layout.split_folders['test']} ({len(test):,})"
         if "val" in layout.splits:
-            x_val, y_val = part("val")
-            test_from += f"; {layout.split_folders['val']} ({len(y_val):,}) is the validation data during training"
+            parts.append(("val", rows("val")))
+            test_from += f"; {layout.split_folders['val']} ({len(parts[0][1]):,}) is the validation data during training"
     elif "val" in layout.splits:
-        x_test, y_test = part("val")
-        test_from = f"{layout.split_folders['val']} ({len(y_test):,}; there is no test/ folder)"
+        test = rows("val")
+        test_from = f"{layout.split_folders['val']} ({len(test):,}; there is no test/ folder)"
     else:
-        keep, held = stratified_split(y_train, holdout, seed)
-        x_test, y_test, x_train, y_train = x_train[held], y_train[held], x_train[keep], y_train[keep]
-        test_from = f"{len(y_test):,} images held out, {holdout:.0%} of each class (stratified, seed {seed})"
+        keep, held = stratified_split(y[train], holdout, seed)
+        test, train = train[held], train[keep]
+        test_from = f"{len(test):,} images held out, {holdout:.0%} of each class (stratified, seed {seed})"
     # Shuffled once (seeded) so that a validation_split, which takes the last images, sees every class.
-    order = np.random.default_rng(seed).permutation(len(y_train))
-    x_train, y_train = x_train[order], y_train[order]
+    train = train[np.random.default_rng(seed).permutation(len(train))]
+    return [("train", train), *parts, ("test", test)], counts, bad_files, test_from
+
+
+def _assemble(layout: Layout, files: list[tuple[str, int, Path]], x: np.ndarray, meta: dict[str, Any],
+              holdout: float, seed: int, cached: bool, cache_file: Path | None, seconds: float) -> FolderDataset:
+    """The dataset from in-memory decoded rows (file order)."""
+    parts, counts, bad_files, test_from = _arrange(layout, files, meta, holdout, seed)
+    return _dataset(layout, files, {name: x[idx] for name, idx in parts}, parts, meta, counts, bad_files, test_from,
+                    cached, cache_file, seconds)
+
+
+def _assemble_streamed(layout: Layout, files: list[tuple[str, int, Path]], x: np.ndarray, meta: dict[str, Any],
+                       holdout: float, seed: int, cached: bool, stream_file: Path, started: float) -> FolderDataset:
+    """The dataset from a memmap whose rows are already the parts in order: each part is a slice, still a memmap."""
+    parts, counts, bad_files, test_from = _arrange(layout, files, meta, holdout, seed)
+    if len(x) != sum(len(idx) for _, idx in parts):
+        raise ValueError(f"the streamed cache {stream_file} has {len(x):,} rows, not the "
+                         f"{sum(len(idx) for _, idx in parts):,} expected; delete it to decode again")
+    bounds = np.cumsum([0, *(len(idx) for _, idx in parts)])
+    xs = {name: x[a:b] for (name, _), a, b in zip(parts, bounds[:-1], bounds[1:])}
+    return _dataset(layout, files, xs, parts, meta, counts, bad_files, test_from, cached, stream_file,
+                    time.perf_counter() - started)
+
+
+def _dataset(layout: Layout, files: list[tuple[str, int, Path]], xs: dict[str, np.ndarray],
+             parts: list[tuple[str, np.ndarray]], meta: dict[str, Any], counts: dict[str, dict[str, int]],
+             bad_files: tuple[BadFile, ...], test_from: str, cached: bool, cache_file: Path | None,
+             seconds: float) -> FolderDataset:
+    y = np.array([label for _, label, _ in files], dtype=np.int64)
+    ys = {name: y[idx] for name, idx in parts}
     report = FolderReport(str(layout.root), "splits" if layout.split_folders else "classes", dict(layout.split_folders),
                           test_from, tuple(meta["image_size"]), meta["size_note"], meta["color"], meta["color_note"],
                           counts, bad_files, cached, str(cache_file) if cache_file else None, seconds)
-    return FolderDataset(str(layout.root), x_train, y_train, x_test, y_test, layout.class_names, str(layout.root),
-                         x_val=x_val, y_val=y_val, report=report)
+    return FolderDataset(str(layout.root), xs["train"], ys["train"], xs["test"], ys["test"], layout.class_names,
+                         str(layout.root), x_val=xs.get("val"), y_val=ys.get("val"), report=report)
