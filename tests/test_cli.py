@@ -103,12 +103,23 @@ def test_datasets_listing():
     (["evaluate", "no/such/run"], "no model at 'no/such/run'"),
     (["predict", "no/such/run", "x.png"], "no model at"),
     (["show", "--index", "70000"], "--index 70000 is out of range"),
+    (["train", "--model", "flatten dense5:softmax"], "outputs shape (5,) but the data has 10 classes"),
+    (["train", "--early-stopping", "1"], "no validation data"),
+    (["train", "--subset", "0"], "subset must be between 1 and 60,000"),
+    (["train", "--device", "cuda"], "no CUDA GPU"),
+    (["export", "no/such/run", "--opset", "5"], "opset must be between 13 and 21"),
 ])
 def test_errors_are_one_line_with_nonzero_exit(args, message, tmp_path):
     result = cnnlab(*args, cwd=tmp_path, check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # nothing half-made is left
+
+
+def test_top_k_must_be_positive(run_dir, tmp_path):
+    result = cnnlab("predict", run_dir, tmp_path / "x.png", "--top-k", "0", check=False)
+    assert result.returncode == 2 and "expected a whole number >= 1, got '0'" in result.stderr
 
 
 def test_predict_bad_image_file(run_dir, tmp_path):

@@ -75,6 +75,7 @@ def test_input_layer_and_build_from_data(small):
     (np.zeros((5, 32, 32, 3), np.uint8), r"shape \(5, 32, 32, 3\), expected images of shape \(N, 28, 28, 1\) or \(N, 28, 28\)"),
     (np.zeros((5, 784), np.float32), r"shape \(5, 784\)"),
     (np.zeros((5, 28, 28, 1), np.int64), "dtype int64, expected uint8"),
+    (np.full((5, 28, 28, 1), 255.0, np.float32), "floats up to 255: scale them to \\[0, 1\\]"),
 ])
 def test_wrong_images_say_what_was_expected(bad_x, message):
     model = lecture_model()

@@ -114,6 +114,8 @@ def test_layers_that_cannot_fit_name_layer_and_shapes(layers, message):
     (lambda: L.from_dict({"type": "Conv3D"}), "unknown layer type 'Conv3D'"),
     (lambda: L.from_dict({"type": "Dense", "units": 3, "unit": 4}), "unknown argument\\(s\\) unit"),
     (lambda: L.from_dict({"type": "Dense"}), "Dense: .*units"),
+    (lambda: L.from_dict({"type": "Dense", "units": 3, "use_bias": "no"}), "use_bias must be true or false, got 'no'"),
+    (lambda: ModelSpec.from_dict({"input_shape": [28, 28, 1], "layers": []}).shapes(), "no layers"),
 ])
 def test_bad_layer_arguments(bad, message):
     with pytest.raises(SpecError, match=message):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,16 @@ def _shape(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a shape like 28x28x1, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -41,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train_and_report(args, session, *session.resume())
         say = (lambda *a: None) if args.quiet or not session.is_main else (lambda *a: print(*a, flush=True))
         data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
-        if args.subset:
+        if args.subset is not None:
             data = data.subset(args.subset)
         folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
@@ -61,10 +72,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: Any, config: Any, out: Path,
                       model_name: str) -> int:
+    import shutil
+
     from cnnlab import data_cli, runs
     from cnnlab.progress import progress_callbacks
     from cnnlab.summary import summary_text
+    from cnnlab.train import check_trainable, resolve_device
 
+    device = resolve_device(config.device)  # bad settings fail here, before any folder is made
+    check_trainable(config, has_validation=data.x_val is not None)
     quiet = args.quiet or not session.is_main  # under DDP only rank 0 talks
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if args.resume:
@@ -72,8 +88,8 @@ def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: A
     say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
         f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
     say(summary_text(spec))
-    say(f"training: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
-        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {config.device}, seed {config.seed}"
+    say(f"training: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, {config.optimizer} "
+        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
         + (f", {session.dist.world_size} processes ({config.batch_size / session.dist.world_size:g} images each per step)"
            if session.dist else ""))
     checkpoint = session.checkpointer(data, spec, config, out, model_name)
@@ -82,6 +98,10 @@ def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: A
         with checkpoint.catch_signals():
             folder, history, evaluation = runs.train_run(data, spec, config, out, model_name=model_name, on_step=on_step,
                                                          on_epoch=on_epoch, checkpoint=checkpoint, dist=session.dist)
+    except Exception:
+        if checkpoint.saved is None and session.is_main and not args.resume:  # nothing worth resuming
+            shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        raise
     finally:
         close()
     if evaluation is None:  # a DDP rank other than 0: rank 0 reports
@@ -132,6 +152,7 @@ def _data_dir_of(config: dict[str, Any], name: str) -> str | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnlab.model import ends_in_softmax
     from cnnlab.models import load_model
     from cnnlab.predict import load_image_for, save_input_png
 
@@ -143,6 +164,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             target = out if len(images) == 1 else out.with_name(f"{out.stem}-{i}-{Path(path).stem}{out.suffix or '.png'}")
             print(f"model input for {path} ({'x'.join(map(str, image.shape))}) written to {save_input_png(image, target)}")
     probs = model.predict(images)
+    if not ends_in_softmax(model.spec):  # a model ending in logits: show probabilities all the same
+        probs = np.exp(probs - probs.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
     k = min(args.top_k, probs.shape[1])
     results = []
     for path, p in zip(args.images, probs):
@@ -240,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)")
     _add_data(p)
     p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
-    p.add_argument("--epochs", type=int, help="passes over the training data (default 2)")
+    p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
     p.add_argument("--batch-size", type=int, help="images per step (default 128)")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="default adam")
     p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
@@ -275,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "classify image files with a trained model")
     p.add_argument("run", help="run folder or .safetensors model file")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--show-input", metavar="OUT.png", help="also write the exact input the model saw as a PNG "
                    "(OUT-<i>-<name>.png for several images)")
@@ -317,18 +341,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark parses its own options (cnnlab bench --help)
         from cnnlab.bench import speed
-        return speed.main(argv[1:])
+        return _run(lambda: speed.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` re-runs the same command
+    args.argv = list(argv)  # `train --nproc` re-runs the same command
     if not args.command:
         parser.print_help()
         return 2
+    return _run(lambda: args.commands[args.command](args))
+
+
+def _run(command: Callable[[], int]) -> int:
+    """Run a command; expected failures become one line on stderr and a non-zero exit code."""
     try:
-        return args.commands[args.command](args)
+        return command()
     except KeyboardInterrupt as exc:  # TrainingInterrupted says where its checkpoint is
         print(f"cnnlab: {exc or 'interrupted; no run folder was written'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnlab evaluate RUN | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
+        return 1
     except EXPECTED_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"cnnlab: error: {message}", file=sys.stderr)

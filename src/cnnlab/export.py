@@ -45,6 +45,9 @@ class PixelsToScores(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
+MIN_OPSET, MAX_OPSET = 13, 21  # 13: Softmax on any axis; 13 to 21 were checked to export with torch 2.13
+
+
 def default_out(model: str | os.PathLike, fmt: str) -> Path:
     """runs/NAME -> runs/NAME/model.onnx; path/m.safetensors -> path/m.onnx."""
     model = Path(model)
@@ -57,6 +60,8 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
     """Write the model of a run folder or .safetensors file as `fmt`; returns the file written."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be {' or '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"ONNX opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     saved = io.read_model(model)
     if len(saved.spec.shapes()[-1]) != 1:
         raise ValueError(f"only models that output one score per class can be exported; this one outputs "
@@ -86,7 +91,10 @@ def metadata(saved: io.SavedModel) -> dict[str, str]:
 
 def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, meta: dict[str, Any], opset: int = OPSET) -> bytes:
     """The ONNX graph of `wrapper` with a dynamic batch axis and `meta` as metadata_props."""
-    import onnx  # optional dependency: pip install cnnlab[export]
+    try:
+        import onnx  # optional dependency
+    except ImportError:
+        raise RuntimeError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
 
     buffer = _io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():

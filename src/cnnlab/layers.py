@@ -55,6 +55,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_bool(value: Any, what: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(f"{what} must be true or false, got {value!r}")
+
+
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{what} must be a positive integer, got {value!r}")
@@ -119,6 +124,7 @@ class Conv2D(Layer):
         object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
         object.__setattr__(self, "padding", _padding(self.padding, "Conv2D"))
         object.__setattr__(self, "activation", _activation(self.activation, "Conv2D"))
+        _check_bool(self.use_bias, "Conv2D use_bias")
 
     def output_shape(self, shape: Shape) -> Shape:
         h, w, _ = self._need_image(shape)
@@ -193,6 +199,7 @@ class Dense(Layer):
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", _positive_int(self.units, "Dense units"))
         object.__setattr__(self, "activation", _activation(self.activation, "Dense"))
+        _check_bool(self.use_bias, "Dense use_bias")
 
     def output_shape(self, shape: Shape) -> Shape:
         return (*shape[:-1], self.units)
@@ -329,6 +336,8 @@ class ModelSpec:
 
     def shapes(self) -> list[Shape]:
         """Output shape of every layer; raises SpecError naming the first layer that cannot fit."""
+        if not self.layers:
+            raise SpecError("the model has no layers: add at least one, e.g. Flatten() and Dense(10, activation='softmax')")
         if self.input_shape is None:
             raise SpecError("the model has no input shape: give input_shape=(H, W, C) to the first layer or an Input")
         shape, out = self.input_shape, []

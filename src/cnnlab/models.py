@@ -132,8 +132,13 @@ class Sequential:
         if self.class_names is None:
             self.class_names = [str(i) for i in range(self.num_classes)]
         on_step, on_epoch, close = progress_callbacks(verbose, config.epochs)
+        # fit seeds torch's global generator (dropout); fork it so the caller's random state is left as it was
+        target = resolve_device(device)
+        devices = [target] if target.type == "cuda" else []
         try:
-            return fit(self.module, x, y, config, validation_data=validation_data, on_step=on_step, on_epoch=on_epoch)
+            with torch.random.fork_rng(devices=devices):
+                return fit(self.module, x, y, config, validation_data=validation_data, on_step=on_step,
+                           on_epoch=on_epoch)
         finally:
             close()
 

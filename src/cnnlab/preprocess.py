@@ -26,6 +26,10 @@ def as_images(x: ArrayLike, input_shape: tuple[int, ...] | None = None, *, what:
     if x.dtype not in (np.uint8, torch.uint8) and not (x.dtype.is_floating_point if isinstance(x, torch.Tensor)
                                                        else np.issubdtype(x.dtype, np.floating)):
         raise ValueError(f"{what} has dtype {x.dtype}, expected uint8 pixels (0-255) or floats scaled to [0, 1]")
+    if x.dtype not in (np.uint8, torch.uint8) and len(x) and float(x.max()) > 1.0 + 1e-6:
+        # 0-255 floats fed to a network that expects [0, 1] train and predict garbage, silently
+        raise ValueError(f"{what} holds floats up to {float(x.max()):g}: scale them to [0, 1] (x / 255), "
+                         "or pass the uint8 pixels as they are")
     return x
 
 

@@ -21,7 +21,7 @@ from cnnlab import io, metrics, plots
 from cnnlab.datasets.registry import Dataset
 from cnnlab.fsutil import atomic_dir
 from cnnlab.layers import ModelSpec
-from cnnlab.model import build, ends_in_softmax, keras_init_
+from cnnlab.model import build, keras_init_
 from cnnlab.summary import summary_dict, summary_text
 from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, eval_images, fit, predict_logits,
                           resolve_device, targets_tensor)
@@ -58,7 +58,7 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
     logits = predict_logits(module, eval_images(x, device), batch_size)
     yt = targets_tensor(y, logits.device)
     loss = torch.nn.functional.cross_entropy(logits, yt).item()
-    probs = (torch.softmax(logits, 1) if ends_in_softmax(spec) else logits).cpu().numpy()
+    probs = torch.softmax(logits, 1).cpu().numpy()  # the module returns logits, softmax or not in the spec
     pred = logits.argmax(1).cpu().numpy()
     y = np.asarray(y)
     cm = metrics.confusion_matrix(y, pred, len(class_names))
@@ -165,9 +165,10 @@ def describe_run(folder: str | Path) -> dict[str, Any]:
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
-    """`describe_run` of every run folder under `root`, newest first; hidden (half-written) folders are left out."""
+    """`describe_run` of every run folder under `root`, newest first; half-written (hidden) and interrupted
+    (`.partial`) folders are left out."""
     root = Path(root)
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.suffix != ".partial"]
     return [describe_run(p) for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]

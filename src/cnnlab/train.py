@@ -153,9 +153,8 @@ def configure_cpu_threads() -> None:
 
 
 def seed_everything(seed: int | None) -> None:
-    if seed is not None:
+    if seed is not None:  # numpy's global generator is the user's: fit draws nothing from it
         torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
 
 
 def make_optimizer(params: Any, config: TrainConfig, device: torch.device = torch.device("cpu")) -> torch.optim.Optimizer:
@@ -264,6 +263,14 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == labels).sum()
 
 
+def check_trainable(config: TrainConfig, has_validation: bool) -> None:
+    """Settings that can only fail against the data: checked before training, not after an epoch."""
+    if config.early_stopping_patience is not None and config.monitor.startswith("val_") and not (
+            has_validation or config.validation_split > 0):
+        raise ValueError(f"early stopping monitors {config.monitor!r} but there is no validation data; "
+                         "give a validation split (--validation-split 0.1) or monitor 'loss'")
+
+
 def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, config: TrainConfig = TrainConfig(),
         *, validation_data: tuple[Any, Any] | None = None, on_step: StepCallback | None = None,
         on_epoch: EpochCallback | None = None, step_every: int = 20, should_stop: Callable[[], bool] | None = None,
@@ -289,6 +296,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         validation_data = (x[-n_val:], y[-n_val:])
         x, y = x[:-n_val], y[:-n_val]
 
+    check_trainable(config, validation_data is not None)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"need as many labels as images, and at least one: got {len(x)} images, {len(y)} labels")
     xs, ys = batches(x, device), targets_tensor(y, device)

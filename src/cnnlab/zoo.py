@@ -90,11 +90,22 @@ def resolve(model: str, input_shape: tuple[int, ...] | None = None, num_classes:
         except SpecError as exc:
             raise SpecError(f"--model {model!r} is not a zoo name ({', '.join(ZOO)}), a JSON file, "
                             f"or a compact spec: {exc}") from None
+    return fit_to_data(spec, input_shape, num_classes), {}
+
+
+def fit_to_data(spec: ModelSpec, input_shape: tuple[int, ...] | None, num_classes: int | None) -> ModelSpec:
+    """`spec` with the data's input shape; checks it takes those images and outputs one value per class."""
     if spec.input_shape is None and input_shape is not None:
         spec = spec.with_input_shape(input_shape)
     elif input_shape is not None and spec.input_shape != tuple(input_shape):
-        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images {tuple(input_shape)}")
-    return spec, {}
+        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images "
+                        f"{tuple(input_shape)}")
+    if input_shape is not None and num_classes is not None:
+        out = spec.shapes()[-1] if spec.layers else tuple(input_shape)
+        if out != (num_classes,):
+            raise SpecError(f"the last layer outputs shape {out} but the data has {num_classes} classes: "
+                            f"end with Dense({num_classes}, activation='softmax')")
+    return spec
 
 
 def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
@@ -122,14 +133,4 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
             raise SpecError(f"malformed layer: {exc}") from None
     else:
         spec = compact.parse(text)
-    if spec.input_shape is None and input_shape is not None:
-        spec = spec.with_input_shape(input_shape)
-    elif input_shape is not None and spec.input_shape != tuple(input_shape):
-        raise SpecError(f"the model's input_shape {spec.input_shape} does not match the data's images "
-                        f"{tuple(input_shape)}")
-    if input_shape is not None and num_classes is not None:
-        out = spec.shapes()[-1] if spec.layers else tuple(input_shape)
-        if out != (num_classes,):
-            raise SpecError(f"the last layer outputs shape {out} but the data has {num_classes} classes: "
-                            f"end with Dense({num_classes}, activation='softmax')")
-    return spec, {}
+    return fit_to_data(spec, input_shape, num_classes), {}

@@ -20,7 +20,8 @@ from cnnlab import zoo
 from cnnlab.bench.peers import cuda_peak_mb, peak_rss_mb, reset_peak_rss
 from cnnlab.datasets.registry import Dataset, load
 from cnnlab.model import build, keras_init_
-from cnnlab.train import TrainConfig, evaluate_tensors, fit, resolve_device, targets_tensor, to_device_images
+from cnnlab.train import (TrainConfig, configure_cpu_threads, evaluate_tensors, fit, resolve_device, targets_tensor,
+                          to_device_images)
 
 
 PEERS = {"pytorch": "pytorch_reference", "keras": "keras_reference"}
@@ -66,9 +67,10 @@ def fastest(results: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
 
 def interleaved(repeat: int, contenders: dict[str, Callable[[], dict[str, Any] | None]]) -> dict[str, Any]:
-    """Run every contender once per round, `repeat` rounds, and keep each one's fastest run.
+    """Run every contender once per round (round-robin), `repeat` rounds, and keep each one's fastest run.
 
-    Rounds alternate the contenders so that a burst of load on a shared machine hits them all alike.
+    Spreading each contender's runs over the whole benchmark lets a burst of load on a shared machine
+    hit them all alike, instead of one contender's every run.
     """
     runs: dict[str, list] = {name: [] for name in contenders}
     for _ in range(repeat):
@@ -108,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default="pytorch,keras", help="comma-separated: pytorch, keras ('' for none)")
     parser.add_argument("--model", default="seed", help="cnnlab zoo model (the peers always train the seed CNN)")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before anything imports keras
     from cnnlab.bench import peers
 
     dev = resolve_device(args.device)
     if dev.type == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        configure_cpu_threads()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     data = load("mnist")
