@@ -1,8 +1,10 @@
 """Run folders, the unit of work: train into `runs/<name>/`, then evaluate, explain or predict from it.
 
 A run folder holds model.safetensors, config.json, history.json/.csv, metrics.json, summary.txt and
-figures. It is assembled in a hidden temporary folder and renamed into place when complete, so a
-crash or Ctrl-C never leaves a half-written run, and an existing run is never overwritten.
+figures. While training, `runs/<name>.partial/` holds the checkpoints that `--resume` continues from
+(cnnlab.checkpoint); the finished folder is assembled in a hidden temporary folder and renamed into
+place when complete, so a crash or Ctrl-C never leaves a half-written run, and an existing run is
+never overwritten.
 """
 from __future__ import annotations
 
