@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from cnnlab.conv_arithmetic import conv_output_size, same_padding
+from cnnlab.conv_arithmetic import conv_output_size
 
 Shape = tuple[int, ...]
 

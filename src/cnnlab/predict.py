@@ -9,7 +9,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # No honest file holds more pixels per byte than this: flat lossless WebP reaches ~25,000, a blank
 # 1-bit fax TIFF ~13,000. A header claiming more describes data the file does not have.
 MAX_PIXELS_PER_BYTE = 100_000

@@ -144,10 +144,6 @@ def metrics_text(evaluation: Evaluation) -> str:
             f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format())
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2)
-
-
 def describe_run(folder: str | Path) -> dict[str, Any]:
     """Key facts of one run folder for listings: model, data, epochs, test accuracy and loss, size, time."""
     folder = Path(folder)
