@@ -9,7 +9,6 @@ never overwritten.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import time
 from dataclasses import dataclass
