@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab.augment import PRESETS, AugmentOptions
@@ -111,7 +110,7 @@ def train_options(args: argparse.Namespace, data: Dataset, say: Callable[..., No
         options["class_weight"] = weights
         why = (f"the largest class has {imbalance_ratio(counts):.1f}x the images of the smallest (over "
                f"{IMBALANCE_THRESHOLD}); --class-weight none turns this off") if args.class_weight == "auto" else "as asked"
-        say(f"class weights: " + ", ".join(f"{n} {w:g}" for n, w in zip(data.class_names, weights)) + f" ({why})")
+        say("class weights: " + ", ".join(f"{n} {w:g}" for n, w in zip(data.class_names, weights)) + f" ({why})")
     augment = augment_options(args, data)
     if augment is not None:
         options["augment"] = augment

@@ -8,8 +8,7 @@ from typing import Any
 
 from cnnlab import compact
 from cnnlab.augment import PRESETS
-from cnnlab.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-                           GlobalAveragePooling2D, MaxPooling2D, ModelSpec, SpecError)
+from cnnlab.layers import AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ModelSpec, SpecError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import platform
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from cnnlab import zoo
