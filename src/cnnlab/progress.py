@@ -40,7 +40,7 @@ class _RichBar:
                                  TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=self.console,
                                  transient=True)
         self.task = None
-        self.started = 0.0
+        self.started, self.seen_at_start = 0.0, 0
 
     def callbacks(self) -> Callbacks:
         self.progress.start()
@@ -48,10 +48,12 @@ class _RichBar:
 
     def on_step(self, epoch: int, step: int, logs: dict[str, float]) -> None:
         if self.task is None:
-            self.started = time.perf_counter()
+            # The first report comes after `step_every` steps: measure speed from here on.
+            self.started, self.seen_at_start = time.perf_counter(), logs["seen"]
             self.task = self.progress.add_task("train", total=logs["steps"], epoch=f"{epoch + 1}/{self.epochs}", stats="")
-        rate = logs["seen"] / max(time.perf_counter() - self.started, 1e-9)
-        stats = f"loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}  {rate:,.0f} img/s"
+        elapsed, done = time.perf_counter() - self.started, logs["seen"] - self.seen_at_start
+        speed = f"  {done / elapsed:,.0f} img/s" if done and elapsed > 0 else ""
+        stats = f"loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}{speed}"
         self.progress.update(self.task, completed=step, stats=stats)
 
     def on_epoch(self, epoch: int, logs: dict[str, float]) -> None:
