@@ -56,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             data = data.subset(args.subset)
         folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
+        if args.lr is not None and args.schedule is None:
+            recipe.pop("schedule", None)  # an explicit --lr means a constant rate, with a zoo recipe too
         options = {**recipe, **{k: v for k, v in {
             "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
             "schedule": args.schedule, "label_smoothing": args.label_smoothing, "validation_split": args.validation_split,
