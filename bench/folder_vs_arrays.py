@@ -19,7 +19,7 @@ from cnnlab import runs, zoo
 from cnnlab.datasets.export import export_images
 from cnnlab.datasets.folder import load_folder
 from cnnlab.datasets.registry import load
-from cnnlab.train import TrainConfig
+from cnnlab.train_config import TrainConfig
 
 
 def main() -> None:

@@ -1,8 +1,13 @@
 """Shared fixtures: small real MNIST slices, so tests train on real digits in seconds."""
+import importlib.util
+
 import numpy as np
 import pytest
 
 from cnnlab.datasets import registry
+
+# The web API tests' fixtures (a served tiny run, a TestClient); they need the web extra.
+pytest_plugins = ["web_api_support"] if importlib.util.find_spec("fastapi") else []
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cnnlab.augment import PRESETS, AugmentOptions, affine, augment_batch
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train import fit
+from cnnlab.train_config import TrainConfig
 
 
 def _batch(n: int = 3, c: int = 2, h: int = 8, w: int = 12) -> torch.Tensor:

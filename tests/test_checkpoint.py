@@ -25,7 +25,8 @@ from cnnlab.checkpoint import (CHECKPOINT_FILE, Checkpointer, CheckpointError, T
 from cnnlab.datasets.registry import load
 from cnnlab.io import ModelFileError
 from cnnlab.model import build, keras_init_
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train import fit
+from cnnlab.train_config import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPEC = "in28x28x1 conv4k3:relu max2 flatten drop0.25 dense10:softmax"

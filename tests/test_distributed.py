@@ -19,7 +19,7 @@ from cnnlab import compact, runs
 from cnnlab.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from cnnlab.datasets.registry import load
 from cnnlab.distributed import Distributed
-from cnnlab.train import TrainConfig
+from cnnlab.train_config import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -3,7 +3,7 @@ import pytest
 
 from cnnlab import zoo
 from cnnlab.runs import train_run
-from cnnlab.train import TrainConfig
+from cnnlab.train_config import TrainConfig
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ from cnnlab.datasets.registry import load
 from cnnlab.export import OPSET, export
 from cnnlab.model import build, keras_init_
 from cnnlab.models import load_model
-from cnnlab.train import TrainConfig, predict_logits, to_device_images
+from cnnlab.device_data import to_device_images
+from cnnlab.train import predict_logits
+from cnnlab.train_config import TrainConfig
 
 
 @pytest.fixture(scope="module")

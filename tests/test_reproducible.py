@@ -11,7 +11,8 @@ from cnnlab import compact
 from cnnlab.datasets.registry import load
 from cnnlab.model import build, keras_init_
 from cnnlab.reproducible import deterministic_mode, rng_state, set_rng_state
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train import fit
+from cnnlab.train_config import TrainConfig
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,9 @@ from cnnlab.cli import main
 from cnnlab.datasets import stream
 from cnnlab.datasets.export import export_images
 from cnnlab.datasets.folder import load_folder
-from cnnlab.train import TrainConfig, evaluate_tensors, fit, targets_tensor, to_device_images
+from cnnlab.device_data import targets_tensor, to_device_images
+from cnnlab.train import evaluate_tensors, fit
+from cnnlab.train_config import TrainConfig
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from cnnlab import zoo
 from cnnlab.model import build, keras_init_
-from cnnlab.train import TrainConfig, fit, to_device_images
+from cnnlab.device_data import to_device_images
+from cnnlab.train import fit
+from cnnlab.train_config import TrainConfig
 
 
 def seed_module(seed=0):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cnnlab import runs, zoo
 from cnnlab.datasets.registry import Dataset, load
-from cnnlab.train import TrainConfig
+from cnnlab.train_config import TrainConfig
 
 _trained: dict[str, Path] = {}
 

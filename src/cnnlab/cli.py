@@ -43,7 +43,7 @@ def _grid(text: str) -> tuple[int, int]:
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab import data_cli, deploy_cli, runs, zoo
     from cnnlab.datasets.registry import load_any
-    from cnnlab.train import TrainConfig
+    from cnnlab.train_config import TrainConfig
 
     if args.nproc and not deploy_cli.under_torchrun():
         return deploy_cli.launch_processes(args)  # torchrun runs this same command in --nproc processes

@@ -64,7 +64,7 @@ class Session:
         """(data, spec, config, out, model name) of the interrupted run `--resume RUN`."""
         from cnnlab.datasets.registry import load_any
         from cnnlab.layers import ModelSpec
-        from cnnlab.train import TrainConfig
+        from cnnlab.train_config import TrainConfig
 
         changed = sorted(k for k, v in self.args.train_defaults.items()
                          if k not in RESUME_MAY_SET and getattr(self.args, k, v) != v)

@@ -40,7 +40,7 @@ class PixelsToScores(nn.Module):
         self.module = module
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1], as cnnlab.train.scale
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1], as cnnlab.device_data.scale
         logits = self.module(x)
         return logits, torch.softmax(logits, dim=1)
 

@@ -16,8 +16,9 @@ from cnnlab.layers import Input, Layer, ModelSpec, SpecError
 from cnnlab.model import build, ends_in_softmax, keras_init_, place
 from cnnlab.preprocess import as_images, as_labels
 from cnnlab.summary import summary_dict, summary_text
-from cnnlab.train import (History, TrainConfig, eval_images, evaluate_tensors, fit, predict_logits, resolve_device,
-                          targets_tensor)
+from cnnlab.device_data import eval_images, targets_tensor
+from cnnlab.train import History, evaluate_tensors, fit, predict_logits, resolve_device
+from cnnlab.train_config import TrainConfig
 
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 

@@ -24,8 +24,9 @@ from cnnlab.fsutil import atomic_dir
 from cnnlab.layers import ModelSpec
 from cnnlab.model import build, keras_init_
 from cnnlab.summary import summary_dict, summary_text
-from cnnlab.train import (EpochCallback, History, StepCallback, TrainConfig, eval_images, fit, predict_logits,
-                          resolve_device, targets_tensor)
+from cnnlab.device_data import eval_images, targets_tensor
+from cnnlab.train import EpochCallback, History, StepCallback, fit, predict_logits, resolve_device
+from cnnlab.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from cnnlab.checkpoint import Checkpointer

@@ -15,7 +15,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.augment import AugmentOptions, augment_batch
+from cnnlab.augment import augment_batch
+from cnnlab.device_data import HostBatches, batches, check_finite, eval_images, scale, targets_tensor
 from cnnlab.model import place
+from cnnlab.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from cnnlab.checkpoint import Checkpointer
@@ -32,95 +34,6 @@ if TYPE_CHECKING:
 
 StepCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, step, logs)
 EpochCallback = Callable[[int, dict[str, float]], None]  # (epoch, logs)
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("onecycle", "constant", "cosine")
-MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
-PRECISIONS = ("auto", "fp32", "bf16")
-CONSTANT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "rmsprop": 1e-3}  # Keras's defaults
-ONECYCLE_PEAK = {"adam": 8e-3, "adamw": 8e-3, "sgd": 0.03, "rmsprop": 3e-3}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Defaults are the recipe `cnnlab train` uses; see README "Training defaults".
-
-    schedule None means: one-cycle when `lr` is not given, constant when it is, so an explicit
-    learning rate is used exactly as given. One-cycle peaks (a short warm-up, then a long anneal, so
-    the peak can sit far above a constant rate): Adam/AdamW 8e-3, measured on the seed CNN; SGD and
-    RMSprop 3x their usual 0.01 and 1e-3, not tuned. Constant rates: Adam 1e-3, SGD 0.01, RMSprop 1e-3.
-    """
-    epochs: int = 1
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float | None = None
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    schedule: str | None = None
-    label_smoothing: float = 0.1
-    validation_split: float = 0.0
-    shuffle: bool = True
-    seed: int | None = 0
-    device: str = "auto"
-    early_stopping_patience: int | None = None  # epochs without improvement before stopping
-    monitor: str = "val_loss"
-    restore_best_weights: bool = True
-    eval_batch_size: int = 2000
-    class_weight: tuple[float, ...] | None = None  # loss weight per class (cnnlab train sets it for imbalanced data)
-    augment: AugmentOptions | None = None  # random changes to each training batch (cnnlab.augment)
-    deterministic: bool = False  # bit-identical reruns; see cnnlab.reproducible.deterministic_mode
-    precision: str = "auto"  # "auto": bf16 autocast where the hardware does bf16 natively, else fp32
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
-        _check(self.lr is None or self.lr > 0, "lr", self.lr, "a positive number")
-        _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule, " or ".join(SCHEDULES))
-        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        _check(0 <= self.validation_split < 1, "validation_split", self.validation_split, "a number in [0, 1)")
-        _check(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
-        _check(self.monitor in MONITORS, "monitor", self.monitor, " or ".join(MONITORS))
-        _check(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
-               "early_stopping_patience", self.early_stopping_patience, "an integer >= 0")
-        _check_class_weight_and_augment(self)
-
-    @property
-    def resolved_schedule(self) -> str:
-        return self.schedule or ("constant" if self.lr is not None else "onecycle")
-
-    def peak_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.resolved_schedule == "onecycle":
-            return ONECYCLE_PEAK[self.optimizer]
-        return CONSTANT_LR[self.optimizer]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _check_class_weight_and_augment(config: TrainConfig) -> None:
-    """Accept Keras's {class: weight} dict and a plain dict of augmentation options (as config.json holds)."""
-    weights = config.class_weight
-    if isinstance(weights, dict):
-        _check(sorted(weights) == list(range(len(weights))), "class_weight", weights, "a weight for every class 0..K-1")
-        weights = [weights[k] for k in range(len(weights))]
-    if weights is not None:
-        weights = tuple(float(w) for w in weights)
-        _check(len(weights) > 0 and all(math.isfinite(w) and w >= 0 for w in weights) and any(weights),
-               "class_weight", config.class_weight, "finite weights >= 0, not all zero")
-        object.__setattr__(config, "class_weight", weights)
-    if isinstance(config.augment, dict):
-        object.__setattr__(config, "augment", AugmentOptions(**config.augment))
-    _check(config.augment is None or isinstance(config.augment, AugmentOptions), "augment", config.augment,
-           "None or cnnlab.augment.AugmentOptions")
-
-
-def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
 
 @dataclass
 class History:
@@ -187,75 +100,6 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision != "auto":
         return precision == "bf16"
     return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def to_device_images(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8/float (N, H, W, C) -> the same dtype (N, C, H, W) on `device`, channels_last in memory.
-
-    A (N, H, W, C) array permuted to NCHW *is* channels_last memory, so this copies nothing on CPU.
-    """
-    t = torch.as_tensor(x)
-    return t.permute(0, 3, 1, 2).to(device).contiguous(memory_format=torch.channels_last)
-
-
-class HostBatches:
-    """Images left in a host array (a disk-backed np.memmap): each batch's rows are read on demand.
-
-    Rows are read in ascending order (disk locality), then put back in the batch's order, so a batch is
-    exactly what indexing the whole set on the device gives. The OS page cache keeps recently read rows
-    and gives the memory back under pressure: it is the bounded cache; nothing here holds over a batch.
-    """
-
-    def __init__(self, x: np.ndarray, device: torch.device) -> None:
-        self.x, self.device = x, device
-        if np.issubdtype(x.dtype, np.floating):  # the same refusal as check_finite, a slice at a time
-            for i in range(0, len(x), 4096):
-                check_finite(torch.from_numpy(np.asarray(x[i:i + 4096])), torch.zeros(0, dtype=torch.long))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
-        if isinstance(idx, slice):
-            return to_device_images(np.array(self.x[idx]), self.device)  # a copy: the memmap is read-only
-        rows = idx.cpu().numpy()
-        order = np.argsort(rows)
-        batch = np.empty((len(rows), *self.x.shape[1:]), self.x.dtype)
-        batch[order] = self.x[rows[order]]
-        return to_device_images(torch.from_numpy(batch), self.device)
-
-
-def batches(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor | HostBatches:
-    """Where a training set lives: a memmap stays on the host, anything else goes whole to the device
-    (a device tensor, so the fast path indexes it directly). Both give a device batch for `[idx]`."""
-    return HostBatches(x, device) if isinstance(x, np.memmap) else to_device_images(x, device)
-
-
-def eval_images(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor | np.memmap:
-    """Images for predict_logits: a memmap stays on the host and is read batch by batch."""
-    return x if isinstance(x, np.memmap) else to_device_images(x, device)
-
-
-def scale(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [0, 1]; floats are taken as already scaled."""
-    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
-
-
-def targets_tensor(y: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """int labels (N,) -> int64; one-hot or soft targets (N, K) -> float32 probabilities."""
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-    return (t.long() if t.ndim == 1 else t.float()).to(device)
-
-
-def check_finite(x: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse float images or soft labels holding NaN or infinity before they poison the weights."""
-    for what, t in (("image", x), ("label", y)):
-        if t.is_floating_point():
-            bad = ~torch.isfinite(t.reshape(len(t), -1)).all(1)
-            if bool(bad.any()):
-                first = int(bad.nonzero()[0])
-                raise ValueError(f"training {what}s hold NaN or infinite values ({int(bad.sum())} of {len(t):,}, "
-                                 f"the first at index {first}); clean the data before training")
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,9 @@ from cnnlab import zoo
 from cnnlab.bench.peers import cuda_peak_mb, peak_rss_mb, reset_peak_rss
 from cnnlab.datasets.registry import Dataset, load
 from cnnlab.model import build, keras_init_
-from cnnlab.train import (TrainConfig, configure_cpu_threads, evaluate_tensors, fit, resolve_device, targets_tensor,
-                          to_device_images)
+from cnnlab.device_data import targets_tensor, to_device_images
+from cnnlab.train import configure_cpu_threads, evaluate_tensors, fit, resolve_device
+from cnnlab.train_config import TrainConfig
 
 
 PEERS = {"pytorch": "pytorch_reference", "keras": "keras_reference"}

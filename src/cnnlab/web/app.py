@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from cnnlab import io, zoo
 from cnnlab.layers import ModelSpec
 from cnnlab.summary import summary_dict
-from cnnlab.train import OPTIMIZERS, TrainConfig
+from cnnlab.train_config import OPTIMIZERS, TrainConfig
 from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served

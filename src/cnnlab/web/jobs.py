@@ -12,7 +12,7 @@ from typing import Any
 from cnnlab import runs
 from cnnlab.datasets.registry import Dataset
 from cnnlab.layers import ModelSpec
-from cnnlab.train import TrainConfig
+from cnnlab.train_config import TrainConfig
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
