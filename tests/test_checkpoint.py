@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab import cli, compact, runs
-from cnnlab.checkpoint import (CHECKPOINT_FILE, Checkpointer, CheckpointError, TrainingInterrupted, partial_folder,
-                               read_checkpoint)
+from cnnlab.checkpoint import CHECKPOINT_FILE, Checkpointer, CheckpointError, TrainingInterrupted, partial_folder
+from cnnlab.checkpoint_file import read_checkpoint
 from cnnlab.datasets.registry import load
 from cnnlab.io import ModelFileError
 from cnnlab.model import build, keras_init_
@@ -143,7 +143,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(mnist, tmp_path):
 
 
 def checkpoint_state(epoch: int) -> dict:
-    from cnnlab.checkpoint import LoopState
+    from cnnlab.checkpoint_file import LoopState
     return LoopState(epoch=epoch, step=0, order=None, loss_sum=1.0, correct=0, seen=0, best=None, best_state=None, waited=0)
 
 

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from cnnlab import compact, runs
-from cnnlab.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from cnnlab.checkpoint import CHECKPOINT_FILE
+from cnnlab.checkpoint_file import read_checkpoint
 from cnnlab.datasets.registry import load
 from cnnlab.distributed import Distributed
 from cnnlab.train_config import TrainConfig

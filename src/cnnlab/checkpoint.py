@@ -6,16 +6,12 @@ evaluation have succeeded, and the `.partial` folder is then removed):
     run.json                  what rebuilds the run: data, model spec, TrainConfig, model name
     checkpoint.safetensors    the latest good checkpoint
 
-A checkpoint's tensors are the weights, the optimiser's moments, the best weights kept for early
-stopping, the epoch's permutation (mid-epoch only) and every rank's generator states and running
-sums; its safetensors header carries one JSON document with the rest (epoch, step, history, the
-optimiser's hyper-parameters, the scheduler's state). It is written to a temporary file, fsync'd and
+A checkpoint (its contents: cnnlab.checkpoint_file) is written to a temporary file, fsync'd and
 renamed over the old one: a crash at any instant leaves the previous checkpoint or the new one. A
 checkpoint is never written from a diverged state, so the one on disk is always the last good one.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -23,27 +19,22 @@ import shutil
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
+from cnnlab.checkpoint_file import LoopState, checkpoint_bytes, load_optimizer, prefixed, read_checkpoint
 from cnnlab.io import ModelFileError
 from cnnlab.reproducible import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from cnnlab.distributed import Distributed
 
-FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
 RUN_FILE = "run.json"
 PARTIAL = ".partial"
-META_KEY = "cnnlab.checkpoint"
 POLL_STEPS = 20  # how often distributed ranks agree on a stop request (one tiny all-reduce)
 
 
@@ -53,21 +44,6 @@ class CheckpointError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message says how to resume."""
-
-
-@dataclass
-class LoopState:
-    """What `fit` holds besides the module, optimiser, scheduler and generator, at a step boundary."""
-    epoch: int  # epochs completed
-    step: int  # steps completed in the current epoch; 0 at an epoch boundary
-    order: torch.Tensor | None  # the current epoch's permutation, mid-epoch only
-    loss_sum: float | torch.Tensor  # running sums of the current epoch, this rank's share
-    correct: int | torch.Tensor
-    seen: int
-    best: float | None  # early stopping: best monitored value, weights at that epoch, epochs since
-    best_state: dict[str, torch.Tensor] | None
-    waited: int
-    finished: bool = False  # no epoch is left to run (the last one ended, or training stopped early)
 
 
 def position(epoch: int, step: int) -> str:
@@ -84,72 +60,6 @@ def partial_folder(out: str | os.PathLike) -> Path:
 def final_folder(run: str | os.PathLike) -> Path:
     run = Path(run)
     return run.with_name(run.name[:-len(PARTIAL)]) if run.name.endswith(PARTIAL) else run
-
-
-# --- one file: tensors + JSON --------------------------------------------------------------------
-def checkpoint_bytes(module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
-                     history: Any, state: LoopState, per_rank: list[dict[str, torch.Tensor]],
-                     steps_per_epoch: int) -> bytes:
-    """Serialise the training state; `per_rank[r]` holds rank r's generator states and running sums."""
-    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
-    opt_state = opt.state_dict()
-    opt_json: dict[str, dict[str, Any]] = {}
-    for pid, slots in opt_state["state"].items():
-        for name, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{name}"] = value
-            else:
-                opt_json.setdefault(str(pid), {})[name] = value
-    for k, v in (state.best_state or {}).items():
-        tensors[f"best.{k}"] = v
-    if state.order is not None:
-        tensors["order"] = state.order
-    tensors["generator"] = gen.get_state()
-    for rank, parts in enumerate(per_rank):
-        for name, value in parts.items():
-            tensors[f"rank.{rank}.{name}"] = value
-    meta = {"format_version": FORMAT_VERSION, "epoch": state.epoch, "step": state.step, "finished": state.finished,
-            "steps_per_epoch": steps_per_epoch, "world_size": len(per_rank), "best": state.best,
-            "has_best_state": state.best_state is not None, "waited": state.waited,
-            "history": {"history": history.history, "epoch": history.epoch, "stopped_early": history.stopped_early,
-                        "best_epoch": history.best_epoch},
-            "optimizer": {"state": opt_json, "param_groups": opt_state["param_groups"]},
-            "scheduler": sched.state_dict(), "saved": dt.datetime.now().isoformat(timespec="seconds")}
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return st_save(cpu, metadata={META_KEY: json.dumps(meta)})
-
-
-def read_checkpoint(raw: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, JSON state) of a checkpoint file's bytes; ModelFileError when damaged."""
-    try:
-        tensors = st_load(raw)
-        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-        meta = json.loads(header["__metadata__"][META_KEY])
-    except (SafetensorError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise ModelFileError(f"{where}: not a readable cnnlab checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{where}: checkpoint format {meta.get('format_version') if isinstance(meta, dict) else meta!r}, "
-                             f"this cnnlab reads version {FORMAT_VERSION}")
-    return tensors, meta
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in _prefixed(tensors, "optimizer.").items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    for pid, slots in saved["state"].items():
-        state.setdefault(int(pid), {}).update(slots)
-    groups = saved["param_groups"]
-    for group, fresh in zip(groups, opt.param_groups):  # JSON turned tuples (Adam's betas) into lists
-        for key, value in group.items():
-            if isinstance(fresh.get(key), tuple):
-                group[key] = tuple(value)
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 # --- the object fit talks to ---------------------------------------------------------------------
@@ -258,10 +168,10 @@ class Checkpointer:
             raise ModelFileError(f"{self.path}: made with {meta['steps_per_epoch']} steps per epoch, now there are "
                                  f"{steps_per_epoch}: the data or the batch size changed since")
         try:
-            module.load_state_dict(_prefixed(tensors, "model."), strict=True)
+            module.load_state_dict(prefixed(tensors, "model."), strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{self.path}: the weights do not fit the model: {str(exc).splitlines()[0]}") from None
-        _load_optimizer(opt, tensors, meta["optimizer"])
+        load_optimizer(opt, tensors, meta["optimizer"])
         sched.load_state_dict(meta["scheduler"])
         gen.set_state(tensors["generator"])
         saved_history = meta["history"]
@@ -269,14 +179,14 @@ class Checkpointer:
         history.epoch = [int(e) for e in saved_history["epoch"]]
         history.stopped_early, history.best_epoch = bool(saved_history["stopped_early"]), saved_history["best_epoch"]
         rank = self.dist.rank if self.dist else 0
-        mine = _prefixed(tensors, f"rank.{rank}.")
+        mine = prefixed(tensors, f"rank.{rank}.")
         if mine:
             set_rng_state({k[len("rng."):]: v for k, v in mine.items() if k.startswith("rng.")})
         else:  # a rank the checkpoint did not know (more processes than before): its own reproducible stream
             torch.manual_seed(torch.initial_seed() + rank)
         sums = mine.get("sums", torch.zeros(3, dtype=torch.float64)).tolist() if meta["step"] else [0.0, 0, 0]
         device = next(module.parameters()).device if any(True for _ in module.parameters()) else torch.device("cpu")
-        best_state = ({k: v.to(device) for k, v in _prefixed(tensors, "best.").items()}
+        best_state = ({k: v.to(device) for k, v in prefixed(tensors, "best.").items()}
                       if meta["has_best_state"] else None)
         self.saved = (meta["epoch"], meta["step"])
         return LoopState(meta["epoch"], meta["step"], tensors.get("order") if meta["step"] else None,

@@ -77,16 +77,22 @@ def model_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def read_safetensors(raw: bytes, where: str, what: str = "safetensors file"
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, the header's string metadata) of a safetensors file's bytes; ModelFileError when damaged."""
+    try:
+        tensors = st_load(raw)
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        metadata = header.get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError, AttributeError) as exc:
+        raise ModelFileError(f"{where}: not a readable {what} ({exc})") from None
+    return tensors, metadata
+
+
 def read_model(path: str | os.PathLike) -> SavedModel:
     path = model_path(path)
-    raw = path.read_bytes()
-    try:
-        state = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
-    meta_text = (header.get("__metadata__") or {}).get("cnnlab")
+    state, metadata = read_safetensors(path.read_bytes(), str(path))
+    meta_text = metadata.get("cnnlab")
     if meta_text is None:
         raise ModelFileError(f"{path}: a safetensors file without cnnlab metadata (spec and class names)")
     try:
