@@ -10,8 +10,6 @@ Data too large for memory (or `stream=True`) is decoded once into a disk-backed 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import statistics
 import time
@@ -25,13 +23,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from cnnlab.datasets import folder_cache
 from cnnlab.datasets.layout import BadFile, Layout, scan
 from cnnlab.datasets.registry import Dataset
 from cnnlab.predict import BadImageError, open_image, to_model_input
 
 COLORS = ("auto", "rgb", "grayscale")
 MAX_DEFAULT_SIDE = 128  # the chosen default size never exceeds this, so photos train in reasonable time on a CPU
-CACHE_VERSION = 1
 _CHUNK = 64  # files per thread task: few enough futures for 100k files, small enough to balance the threads
 
 
@@ -113,9 +111,9 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     layout = scan(path)
     files = layout.files()
     options = {"image_size": image_size, "color": color}
-    cache_file = _cache_file(layout, files, options)
+    cache_file = folder_cache.cache_file(layout, files, options)
     stream_file = disk.stream_file(cache_file, holdout, seed)
-    if cache and stream is not True and (loaded := _read_cache(cache_file)) is not None:
+    if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file)) is not None:
         return _assemble(layout, files, *loaded, holdout, seed, True, cache_file, time.perf_counter() - started)
     if cache and stream is not False and (found := disk.read(stream_file)) is not None:
         return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
@@ -133,7 +131,7 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     if meta["color"] == "grayscale" and channels == 3:
         x = np.ascontiguousarray(x[..., :1])
     if cache:
-        _write_cache(cache_file, x, meta)
+        folder_cache.write_cache(cache_file, x, meta)
     return _assemble(layout, files, x, meta, holdout, seed, False, cache_file if cache else None,
                      time.perf_counter() - started)
 
@@ -265,46 +263,6 @@ def _check_memory(n: int, size: tuple[int, int], channels: int) -> None:
         raise ValueError(f"{n:,} images of {size[0]}x{size[1]}x{channels} need {need / 1e9:.1f} GB in memory but only "
                          f"{free / 1e9:.1f} GB is free; stream them from disk (--stream, or stream=True) or "
                          "choose a smaller --image-size")
-
-
-# --- cache ----------------------------------------------------------------------------------------------
-def _cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict[str, Any]) -> Path:
-    from cnnlab.datasets.download import cache_dir
-    key = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "root": str(layout.root), "options": options,
-                                     "classes": layout.class_names}, sort_keys=True).encode())
-    for split, label, path in files:
-        try:
-            st = path.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        key.update(f"{split}\0{label}\0{layout.rel(path)}\0{stamp}\n".encode())
-    # One entry per folder and options: a new entry replaces the one for the same prefix (see _write_cache).
-    prefix = hashlib.sha256(json.dumps([str(layout.root), options], sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "folders" / f"{layout.root.name[:40]}-{prefix}-{key.hexdigest()[:16]}.npz"
-
-
-def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["x"], json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):  # missing or damaged: decode again
-        return None
-
-
-def _write_cache(path: Path, x: np.ndarray, meta: dict[str, Any]) -> None:
-    """Atomic write; the older entry for the same folder and options is removed, so the cache stays bounded."""
-    from cnnlab.fsutil import atomic_path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, x=x, meta=np.array(json.dumps(meta)))
-        prefix = path.name.rsplit("-", 1)[0] + "-"
-        for old in path.parent.glob(f"{prefix}*.npz"):
-            if old != path:
-                old.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only or full cache only costs the next run a fresh decode
 
 
 # --- assembling the splits ---------------------------------------------------------------------------
