@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnlab import runs, zoo
-from cnnlab.datasets.export import export_images
-from cnnlab.datasets.folder import load_folder
+from cnnlab.datasets.folders.export import export_images
+from cnnlab.datasets.folders.load import load_folder
 from cnnlab.datasets.registry import load
-from cnnlab.train_config import TrainConfig
+from cnnlab.runs import run_folder
+from cnnlab.spec import zoo
+from cnnlab.train.config import TrainConfig
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     for name, data in (("arrays", arrays), ("folder", from_folder)):
         spec, _ = zoo.resolve(args.model, data.input_shape, len(data.class_names))
         t = time.perf_counter()
-        _, _, evaluation = runs.train_run(data, spec, config, work / f"run-{name}", model_name=args.model, figures=False)
+        _, _, evaluation = run_folder.train_run(data, spec, config, work / f"run-{name}", model_name=args.model, figures=False)
         results[name] = {"test_accuracy": evaluation.accuracy, "seconds": time.perf_counter() - t}
         print(f"{name:>6}: test accuracy {evaluation.accuracy:.4f} ({results[name]['seconds']:.0f}s)", flush=True)
     diff = 100 * (results["folder"]["test_accuracy"] - results["arrays"]["test_accuracy"])

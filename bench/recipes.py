@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from cnnlab.bench.speed import cnnlab_run
+from cnnlab.bench.mnist_speed import cnnlab_run
 from cnnlab.datasets.registry import load
-from cnnlab.train import resolve_device
+from cnnlab.train.fit import resolve_device
 
 TARGETS = {"fast": 0.99, "best": 1.01}  # best trains its whole recipe: no early stop at a target
 

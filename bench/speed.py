@@ -4,7 +4,7 @@
 """
 import sys
 
-from cnnlab.bench.speed import main
+from cnnlab.bench.mnist_speed import main
 
 if __name__ == "__main__":
     sys.exit(main())

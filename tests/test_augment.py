@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.augment import PRESETS, AugmentOptions, affine, augment_batch
-from cnnlab.train import fit
-from cnnlab.train_config import TrainConfig
+from cnnlab.train.augment import PRESETS, AugmentOptions, affine, augment_batch
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.fit import fit
 
 
 def _batch(n: int = 3, c: int = 2, h: int = 8, w: int = 12) -> torch.Tensor:

@@ -19,14 +19,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab import cli, compact, runs
-from cnnlab.checkpoint import CHECKPOINT_FILE, Checkpointer, CheckpointError, TrainingInterrupted, partial_folder
-from cnnlab.checkpoint_file import read_checkpoint
+from cnnlab import cli
 from cnnlab.datasets.registry import load
-from cnnlab.io import ModelFileError
-from cnnlab.model import build, keras_init_
-from cnnlab.train import fit
-from cnnlab.train_config import TrainConfig
+from cnnlab.runs import run_folder
+from cnnlab.runs.model_file import ModelFileError
+from cnnlab.spec import compact
+from cnnlab.spec.build import build, keras_init_
+from cnnlab.train.checkpoint_file import read_checkpoint
+from cnnlab.train.checkpoints import CHECKPOINT_FILE, Checkpointer, CheckpointError, TrainingInterrupted, partial_folder
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.fit import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPEC = "in28x28x1 conv4k3:relu max2 flatten drop0.25 dense10:softmax"
@@ -143,7 +145,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(mnist, tmp_path):
 
 
 def checkpoint_state(epoch: int) -> dict:
-    from cnnlab.checkpoint_file import LoopState
+    from cnnlab.train.checkpoint_file import LoopState
     return LoopState(epoch=epoch, step=0, order=None, loss_sum=1.0, correct=0, seen=0, best=None, best_state=None, waited=0)
 
 
@@ -263,7 +265,7 @@ def test_ctrl_c_then_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weigh
     data = dataclass_subset(mnist, 3000)
     spec = compact.parse(SPEC)
     config = TrainConfig(epochs=3, batch_size=10, device="cpu", seed=3)
-    _, history, _ = runs.train_run(data, spec, config, tmp_path / "reference", figures=False)
+    _, history, _ = run_folder.train_run(data, spec, config, tmp_path / "reference", figures=False)
     from safetensors.torch import load_file
     got, want = load_file(out / "model.safetensors"), load_file(tmp_path / "reference" / "model.safetensors")
     assert got.keys() == want.keys()

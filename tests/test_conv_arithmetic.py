@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.conv_arithmetic import (
+from cnnlab.spec.conv_arithmetic import (
     conv_output_size,
     conv_params,
     conv_positions,

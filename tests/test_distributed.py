@@ -15,12 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cnnlab import compact, runs
-from cnnlab.checkpoint import CHECKPOINT_FILE
-from cnnlab.checkpoint_file import read_checkpoint
 from cnnlab.datasets.registry import load
-from cnnlab.distributed import Distributed
-from cnnlab.train_config import TrainConfig
+from cnnlab.runs import run_folder
+from cnnlab.spec import compact
+from cnnlab.train.checkpoint_file import read_checkpoint
+from cnnlab.train.checkpoints import CHECKPOINT_FILE
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.distributed import Distributed
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -70,7 +71,7 @@ def two_process_run(tmp_path_factory) -> Path:
 def test_two_processes_train_the_single_process_model(two_process_run, tmp_path):
     data = load("mnist")
     data = dataclasses.replace(data, x_train=data.x_train[:2008], y_train=data.y_train[:2008])
-    _, history, _ = runs.train_run(data, compact.parse(SPEC), TrainConfig(epochs=2, batch_size=16, device="cpu", precision="fp32"),
+    _, history, _ = run_folder.train_run(data, compact.parse(SPEC), TrainConfig(epochs=2, batch_size=16, device="cpu", precision="fp32"),
                                    tmp_path / "single", figures=False)
     got, want = load_file(two_process_run / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
     for key in want:

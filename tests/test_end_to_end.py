@@ -1,9 +1,9 @@
 """End to end on real MNIST: one epoch of the default recipe clears an accuracy floor."""
 import pytest
 
-from cnnlab import zoo
-from cnnlab.runs import train_run
-from cnnlab.train_config import TrainConfig
+from cnnlab.runs.run_folder import train_run
+from cnnlab.spec import zoo
+from cnnlab.train.config import TrainConfig
 
 
 @pytest.mark.slow

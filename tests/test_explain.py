@@ -7,15 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.explain import (
-    conv_layers,
-    feature_maps,
-    filters,
-    grad_cam,
-    layer_kind,
-    saliency,
-    top_losses,
-)
+from cnnlab.explain.maps import conv_layers, feature_maps, filters, grad_cam, layer_kind, saliency, top_losses
 
 torch.set_num_threads(1)
 

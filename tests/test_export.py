@@ -10,14 +10,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cnnlab import cli, compact, io, runs, zoo
+from cnnlab import cli
 from cnnlab.datasets.registry import load
-from cnnlab.export import OPSET, export
-from cnnlab.model import build, keras_init_
 from cnnlab.models import load_model
-from cnnlab.device_data import to_device_images
-from cnnlab.train import predict_logits
-from cnnlab.train_config import TrainConfig
+from cnnlab.runs import model_file, run_folder
+from cnnlab.runs.export import OPSET, export
+from cnnlab.spec import compact, zoo
+from cnnlab.spec.build import build, keras_init_
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import to_device_images
+from cnnlab.train.fit import predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def trained(tmp_path_factory):
     small = dataclasses.replace(data, x_train=data.x_train[:3000], y_train=data.y_train[:3000])
     out = tmp_path_factory.mktemp("export") / "run"
     spec = compact.parse("in28x28x1 conv8k3:relu max2 conv16k3same:relu bn max2 flatten drop0.2 dense10:softmax")
-    runs.train_run(small, spec, TrainConfig(epochs=1, batch_size=64, device="cpu"), out, figures=False)
+    run_folder.train_run(small, spec, TrainConfig(epochs=1, batch_size=64, device="cpu"), out, figures=False)
     return out, data
 
 
@@ -54,7 +56,7 @@ def test_onnx_carries_class_names_preprocessing_and_states_its_opset(trained):
     proto = onnx.load(str(export(run, "onnx", run / "copy.onnx")))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["cnnlab.class_names"]) == [str(d) for d in range(10)]
-    assert json.loads(meta["cnnlab.preprocessing"]) == runs.preprocessing(trained[1])
+    assert json.loads(meta["cnnlab.preprocessing"]) == run_folder.preprocessing(trained[1])
     assert "uint8" in meta["cnnlab.input"] and json.loads(meta["cnnlab.spec"])["input_shape"] == [28, 28, 1]
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
     image = proto.graph.input[0].type.tensor_type
@@ -78,7 +80,7 @@ def test_every_layer_exports_to_onnx_and_torchscript(tmp_path, name):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
     classes = [f"c{i}" for i in range(spec.shapes()[-1][-1])]
-    io.save_model(tmp_path / "m.safetensors", spec, module, classes, {"scale": 255})
+    model_file.save_model(tmp_path / "m.safetensors", spec, module, classes, {"scale": 255})
     x = np.random.default_rng(0).integers(0, 256, (5, *spec.input_shape), dtype=np.uint8)
     expected = predict_logits(module.eval(), to_device_images(x, torch.device("cpu"))).numpy()
 

@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.datasets.check import auto_class_weight, check_folder, class_weights
-from cnnlab.datasets.export import export_images, folder_names
-from cnnlab.datasets.folder import default_image_size, load_folder, stratified_split
-from cnnlab.datasets.layout import scan
-from cnnlab.datasets.registry import Dataset, load_any
+from cnnlab.datasets.dataset import Dataset
+from cnnlab.datasets.folders.check import auto_class_weight, check_folder, class_weights
+from cnnlab.datasets.folders.export import export_images, folder_names
+from cnnlab.datasets.folders.load import default_image_size, load_folder, stratified_split
+from cnnlab.datasets.folders.scan import scan
+from cnnlab.datasets.registry import load_any
 
 
 @pytest.fixture(autouse=True)
@@ -178,9 +179,9 @@ def test_sizes_colours_and_formats(tmp_path, monkeypatch):
     gray = load_folder(root, holdout=0.5, image_size=(10, 20), color="grayscale")
     assert gray.input_shape == (10, 20, 1)
 
-    from cnnlab import predict
-    assert predict.open_image(root / "red" / "turned.jpg").size == (30, 60)  # (width, height) after EXIF turn
-    monkeypatch.setattr(predict, "MAX_PIXELS", 1900)  # the others have 1,800 pixels
+    from cnnlab.datasets import image_files
+    assert image_files.open_image(root / "red" / "turned.jpg").size == (30, 60)  # (width, height) after EXIF turn
+    monkeypatch.setattr(image_files, "MAX_PIXELS", 1900)  # the others have 1,800 pixels
     _png(root / "red" / "big.png", np.zeros((40, 50), dtype=np.uint8))
     bombs = load_folder(root, image_size=(10, 20), cache=False, holdout=0.5)
     assert [(b.path, "decompression bomb" in b.reason) for b in bombs.report.bad_files] == [("red/big.png", True)]

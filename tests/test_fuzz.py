@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cnnlab import compact, io as model_io, layers, zoo
 from cnnlab.datasets.idx import IDXError, read_idx, write_idx
-from cnnlab.io import ModelFileError
-from cnnlab.layers import ModelSpec, SpecError
-from cnnlab.model import build, keras_init_
-from cnnlab.predict import ImageError, open_image, to_model_input
+from cnnlab.datasets.image_files import ImageError, open_image, to_model_input
+from cnnlab.runs import model_file as model_io
+from cnnlab.runs.model_file import ModelFileError
+from cnnlab.spec import compact, layers, zoo
+from cnnlab.spec.build import build, keras_init_
+from cnnlab.spec.layers import ModelSpec, SpecError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cnnlab.metrics import accuracy, classification_report, confusion_matrix
+from cnnlab.explain.metrics import accuracy, classification_report, confusion_matrix
 
 
 def labels(n=500, k=6, seed=0):

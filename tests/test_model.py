@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab import layers as L
-from cnnlab import zoo
-from cnnlab.model import build, keras_init_
+from cnnlab.spec import layers as L
+from cnnlab.spec import zoo
+from cnnlab.spec.build import build, keras_init_
 
 torch.manual_seed(0)
 RNG = np.random.default_rng(0)

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from cnnlab import layers, models, optimizers
-from cnnlab.layers import SpecError
+from cnnlab import models, optimizers
+from cnnlab.spec import layers
+from cnnlab.spec.layers import SpecError
 from cnnlab.utils import to_categorical
 
 

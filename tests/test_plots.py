@@ -7,10 +7,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from cnnlab import plots
-from cnnlab.conv_arithmetic import conv_positions, conv_windows
-from cnnlab.explain import top_losses
-from cnnlab.metrics import confusion_matrix
+from cnnlab.explain import plots
+from cnnlab.explain.maps import top_losses
+from cnnlab.explain.metrics import confusion_matrix
+from cnnlab.spec.conv_arithmetic import conv_positions, conv_windows
 
 NAMES = [str(i) for i in range(10)]
 rng = np.random.default_rng(0)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from cnnlab import layers
 from cnnlab.cli import main
-from cnnlab.datasets.registry import Dataset
-from cnnlab.digits import mnist_style
+from cnnlab.datasets.dataset import Dataset
+from cnnlab.datasets.digits import mnist_style
+from cnnlab.datasets.image_files import BadImageError, load_image_for, open_image, to_model_input
 from cnnlab.models import Sequential
-from cnnlab.predict import BadImageError, load_image_for, open_image, to_model_input
+from cnnlab.spec import layers
 
 MNIST_STYLE = {"scale": 255, "size": [28, 28], "channels": 1, "color": "grayscale", "mnist_style": True}
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import compact
 from cnnlab.datasets.registry import load
-from cnnlab.model import build, keras_init_
-from cnnlab.reproducible import deterministic_mode, rng_state, set_rng_state
-from cnnlab.train import fit
-from cnnlab.train_config import TrainConfig
+from cnnlab.spec import compact
+from cnnlab.spec.build import build, keras_init_
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.fit import fit
+from cnnlab.train.reproducible import deterministic_mode, rng_state, set_rng_state
 
 
 @pytest.fixture(autouse=True)

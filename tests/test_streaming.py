@@ -12,12 +12,12 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.cli import main
-from cnnlab.datasets import stream
-from cnnlab.datasets.export import export_images
-from cnnlab.datasets.folder import load_folder
-from cnnlab.device_data import targets_tensor, to_device_images
-from cnnlab.train import evaluate_tensors, fit
-from cnnlab.train_config import TrainConfig
+from cnnlab.datasets.folders import stream
+from cnnlab.datasets.folders.export import export_images
+from cnnlab.datasets.folders.load import load_folder
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import targets_tensor, to_device_images
+from cnnlab.train.fit import evaluate_tensors, fit
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from cnnlab import layers as L
-from cnnlab import zoo
-from cnnlab.layers import ModelSpec, SpecError
-from cnnlab.summary import summary_dict, summary_text
+from cnnlab.spec import layers as L
+from cnnlab.spec import zoo
+from cnnlab.spec.layers import ModelSpec, SpecError
+from cnnlab.spec.summary import summary_dict, summary_text
 
 
 def rows(spec):

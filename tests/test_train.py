@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import zoo
-from cnnlab.model import build, keras_init_
-from cnnlab.device_data import to_device_images
-from cnnlab.train import fit
-from cnnlab.train_config import TrainConfig
+from cnnlab.spec import zoo
+from cnnlab.spec.build import build, keras_init_
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import to_device_images
+from cnnlab.train.fit import fit
 
 
 def seed_module(seed=0):

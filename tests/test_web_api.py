@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
-from fastapi.testclient import TestClient  # noqa: E402
-
 import web_support  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from web_api_support import ROOT, drawing_png, error_of, upload  # noqa: E402
+
 from cnnlab.models import load_model  # noqa: E402
-from cnnlab.summary import summary_dict  # noqa: E402
+from cnnlab.spec.summary import summary_dict  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
 from cnnlab.web.guards import allowed_hosts, bind_warning, is_loopback  # noqa: E402
-from web_api_support import ROOT, drawing_png, error_of, upload  # noqa: E402
 
 
 # --- the model and runs ------------------------------------------------------------------------------

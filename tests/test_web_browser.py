@@ -21,11 +21,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 import uvicorn  # noqa: E402
+import web_support  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import web_support  # noqa: E402
+from cnnlab.datasets.image_files import to_model_input  # noqa: E402
 from cnnlab.models import load_model  # noqa: E402
-from cnnlab.predict import to_model_input  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,4 +1,4 @@
-"""Core functions the web app added: zoo.resolve_text (never reads files) and runs.list_runs/describe_run."""
+"""Core functions the web app added: zoo.resolve_text (never reads files) and run_folder.list_runs/describe_run."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import compact, runs, zoo
-from cnnlab.layers import SpecError
+from cnnlab.runs import run_folder
+from cnnlab.spec import compact, zoo
+from cnnlab.spec.layers import SpecError
 
 
 def test_resolve_text_agrees_with_resolve_for_names_and_compact_specs():
@@ -44,7 +45,7 @@ def test_resolve_text_errors_name_the_problem(text, words):
 
 def test_list_runs_newest_first_with_broken_ones_flagged(tmp_path: Path):
     root = tmp_path / "runs"
-    assert runs.list_runs(root) == []
+    assert run_folder.list_runs(root) == []
     (root / ".partial.tmp").mkdir(parents=True)
     (root / "empty").mkdir()
     bad = root / "bad-json"
@@ -53,6 +54,6 @@ def test_list_runs_newest_first_with_broken_ones_flagged(tmp_path: Path):
     (bad / "config.json").write_text("{not json")
     os.utime(root / "empty", (1_000_000, 1_000_000))
     os.utime(bad, (2_000_000, 2_000_000))  # the newer one
-    rows = runs.list_runs(root)
+    rows = run_folder.list_runs(root)
     assert [r["name"] for r in rows] == ["bad-json", "empty"]
     assert all("error" in r for r in rows)

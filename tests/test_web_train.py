@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
 from fastapi.testclient import TestClient  # noqa: E402
-
-from cnnlab import zoo  # noqa: E402
-from cnnlab.summary import summary_dict  # noqa: E402
-from cnnlab.web.app import create_app  # noqa: E402
 from web_api_support import error_of  # noqa: E402
+
+from cnnlab.spec import zoo  # noqa: E402
+from cnnlab.spec.summary import summary_dict  # noqa: E402
+from cnnlab.web.app import create_app  # noqa: E402
 
 
 # --- spec checks and training ------------------------------------------------------------------------

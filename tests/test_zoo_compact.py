@@ -6,11 +6,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab import compact, zoo
-from cnnlab import layers as L
-from cnnlab.layers import SpecError
-from cnnlab.model import build
-from cnnlab.summary import summary_dict
+from cnnlab.spec import compact, zoo
+from cnnlab.spec import layers as L
+from cnnlab.spec.build import build
+from cnnlab.spec.layers import SpecError
+from cnnlab.spec.summary import summary_dict
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))

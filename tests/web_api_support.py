@@ -9,10 +9,10 @@ import io
 from pathlib import Path
 
 import pytest
+import web_support
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-import web_support
 from cnnlab.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnlab import runs, zoo
-from cnnlab.datasets.registry import Dataset, load
-from cnnlab.train_config import TrainConfig
+from cnnlab.datasets.dataset import Dataset
+from cnnlab.datasets.registry import load
+from cnnlab.runs import run_folder
+from cnnlab.spec import zoo
+from cnnlab.train.config import TrainConfig
 
 _trained: dict[str, Path] = {}
 
@@ -28,7 +30,7 @@ def tiny_run(root: Path) -> Path:
                         x_test=data.x_test[:2000], y_test=data.y_test[:2000])
         spec, _ = zoo.resolve("seed", small.input_shape, 10)
         config = TrainConfig(epochs=1, batch_size=16, device="cpu", seed=0)
-        folder, _, evaluation = runs.train_run(small, spec, config, root / "seed-mnist-tiny", model_name="seed")
+        folder, _, evaluation = run_folder.train_run(small, spec, config, root / "seed-mnist-tiny", model_name="seed")
         assert evaluation.accuracy > 0.88, f"the tiny run reached only {evaluation.accuracy:.3f}"
         _trained["run"] = folder
     return _trained["run"]

@@ -1,7 +1,7 @@
 """Keras-shaped `Sequential`: add layers, summary, compile, fit, evaluate, predict, save.
 
 A thin facade: the layer list is a `ModelSpec`, the network is the plain torch module that
-`cnnlab.model.build` makes from it (`model.module`), and training is `cnnlab.train.fit`.
+`cnnlab.spec.build.build` makes from it (`model.module`), and training is `cnnlab.train.fit.fit`.
 """
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cnnlab import io, optimizers
-from cnnlab.layers import Input, Layer, ModelSpec, SpecError
-from cnnlab.model import build, ends_in_softmax, keras_init_, place
-from cnnlab.preprocess import as_images, as_labels
-from cnnlab.summary import summary_dict, summary_text
-from cnnlab.device_data import eval_images, targets_tensor
-from cnnlab.train import History, evaluate_tensors, fit, predict_logits, resolve_device
-from cnnlab.train_config import TrainConfig
+from cnnlab import optimizers
+from cnnlab.datasets.arrays import as_images, as_labels
+from cnnlab.runs import model_file
+from cnnlab.spec.build import build, ends_in_softmax, keras_init_, place
+from cnnlab.spec.layers import Input, Layer, ModelSpec, SpecError
+from cnnlab.spec.summary import summary_dict, summary_text
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import eval_images, targets_tensor
+from cnnlab.train.fit import History, evaluate_tensors, fit, predict_logits, resolve_device
 
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
@@ -115,7 +116,7 @@ class Sequential:
 
         batch_size None uses cnnlab's default (128); other TrainConfig fields can be passed as keywords.
         """
-        from cnnlab.progress import progress_callbacks
+        from cnnlab.train.progress import progress_callbacks
         if self._loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
         x = as_images(x, self.spec.input_shape)
@@ -179,7 +180,7 @@ class Sequential:
     # --- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Save weights + spec + class names to a `.safetensors` file (no pickle)."""
-        io.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(self.num_classes)],
+        model_file.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(self.num_classes)],
                       {"scale": 255, **self.preprocessing}, self.name)
 
     def to(self, device: str) -> "Sequential":
@@ -189,7 +190,7 @@ class Sequential:
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
     """Load a model saved by `model.save` or `cnnlab train` (a .safetensors file or a run folder)."""
-    saved = io.read_model(path)
+    saved = model_file.read_model(path)
     model = Sequential(name=saved.name)
     model._layers = list(saved.spec.layers)
     model._input_shape = saved.spec.input_shape

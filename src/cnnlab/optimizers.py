@@ -1,6 +1,6 @@
 """Keras-shaped optimiser objects for `model.compile(optimizer=Adam(learning_rate=1e-3))`.
 
-They only record choices; `cnnlab.train.make_optimizer` builds the torch optimiser from them.
+They only record choices; `cnnlab.train.optim.make_optimizer` builds the torch optimiser from them.
 """
 from __future__ import annotations
 

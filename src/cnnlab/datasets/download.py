@@ -27,7 +27,7 @@ _CHUNK = 1 << 20  # 1 MiB: large enough for speed, small enough for a smooth bar
 _USER_AGENT = "cnnlab/0.1"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(OSError):
     """A file could not be fetched or did not match its checksum."""
 
 

@@ -5,16 +5,17 @@ import gzip
 import hashlib
 import io
 import os
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.download import cache_dir
+from cnnlab.datasets.folders.load import load_folder
 from cnnlab.datasets.idx import IDXError, read_idx
-from cnnlab.datasets.remote import REMOTE, load_remote, remote_folder
+from cnnlab.datasets.remote import REMOTE, is_downloaded, load_remote, remote_folder
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -22,30 +23,6 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 class DatasetNotFound(FileNotFoundError):
     """A built-in dataset's files are not in any of the places cnnlab looks."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Images uint8 (N, H, W, C), labels int64 (N,), the class names and where the data came from."""
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple[str, ...]
-    source: str
-    x_val: np.ndarray | None = None  # validation images kept apart from training (an image folder's val/)
-    y_val: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-    def subset(self, n_train: int) -> "Dataset":
-        """The first `n_train` training images (a quick experiment); the test split is kept whole."""
-        if not 1 <= n_train <= len(self.x_train):
-            raise ValueError(f"subset must be between 1 and {len(self.x_train):,} training images, got {n_train}")
-        return dataclasses.replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train])
 
 
 @dataclass(frozen=True)
@@ -167,14 +144,12 @@ def load_any(name_or_folder: str, data_dir: str | os.PathLike | None = None, **f
     if name_or_folder in SOURCES or name_or_folder in REMOTE:
         return load(name_or_folder, data_dir)
     if Path(name_or_folder).is_dir():
-        from cnnlab.datasets.folder import load_folder
         return load_folder(name_or_folder, **folder_options)
     raise ValueError(f"--data {name_or_folder!r} is neither a built-in dataset ({', '.join(names())}) nor a folder")
 
 
 def describe_all(data_dir: str | os.PathLike | None = None) -> list[dict[str, str]]:
     """One row per built-in dataset: name, whether it is here, where, and what it is."""
-    from cnnlab.datasets.remote import is_downloaded
     rows = []
     for name, src in SOURCES.items():
         folder = locate(name, data_dir)

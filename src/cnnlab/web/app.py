@@ -17,14 +17,16 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from cnnlab import io, zoo
-from cnnlab.layers import ModelSpec
-from cnnlab.summary import summary_dict
-from cnnlab.train_config import OPTIMIZERS, TrainConfig
+from cnnlab.runs import model_file
+from cnnlab.spec import zoo
+from cnnlab.spec.layers import ModelSpec
+from cnnlab.spec.summary import summary_dict
+from cnnlab.train.config import TrainConfig, recipe_config
+from cnnlab.train.optim import OPTIMIZERS
 from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
-from cnnlab.web.stores import DataStore, NotFound, RunStore, subset
+from cnnlab.web.stores import DataStore, NotFound, RunStore
 from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError, image_from_json
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -43,7 +45,7 @@ class SpecRequest(BaseModel):
 class TrainRequest(SpecRequest):
     epochs: int = Field(2, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: one-cycle schedule")
     limit_train: int | None = Field(None, ge=1, description="train on the first N training images only")
     limit_test: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
@@ -155,7 +157,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
 
     @app.post("/api/spec", summary="check a model spec against a dataset; its summary, or the error")
     def check_spec(req: SpecRequest) -> dict[str, Any]:
-        from cnnlab import compact
+        from cnnlab.spec import compact
         spec, _ = state.spec(req)
         return {"summary": summary_dict(spec), "json": spec.to_dict(), "compact": compact.format(spec)}
 
@@ -164,10 +166,9 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         if state.trainer.job is not None and state.trainer.job.state == "running":
             raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
         spec, recipe = state.spec(req)
-        given = {"epochs": req.epochs, "batch_size": req.batch_size, "optimizer": req.optimizer, "lr": req.lr,
-                 "seed": req.seed}
-        config = TrainConfig(**{**recipe, **{k: v for k, v in given.items() if v is not None or k == "seed"}})
-        data = subset(state.data.load(req.data), req.limit_train, req.limit_test)
+        config = recipe_config(recipe, seed=req.seed, epochs=req.epochs, batch_size=req.batch_size,
+                               optimizer=req.optimizer, lr=req.lr)
+        data = state.data.load(req.data).subset(req.limit_train, req.limit_test)
         label = req.model.strip() if req.model.strip() in zoo.ZOO else "custom"
         job = state.trainer.start(data, spec, config, state.runs.new_folder(req.data, label), label)
         return {"job": job.id, "run": job.run.name, "events": "/api/train/events"}
@@ -243,7 +244,7 @@ def _sse(event: dict[str, Any]) -> str:
 def _errors(app: FastAPI) -> None:
     """Every error is JSON {"error": message} with a 4xx status; no traceback leaves the server."""
     statuses: list[tuple[type[BaseException], int]] = [
-        (NotFound, 404), (FileNotFoundError, 404), (Busy, 409), (NotRunning, 409), (io.ModelFileError, 422),
+        (NotFound, 404), (FileNotFoundError, 404), (Busy, 409), (NotRunning, 409), (model_file.ModelFileError, 422),
         (ValueError, 422), (ImportError, 501)]  # 501: an optional part of cnnlab (e.g. image folders) is missing
 
     def reply(status: int, message: str) -> JSONResponse:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab import runs
-from cnnlab.datasets.registry import Dataset
-from cnnlab.layers import ModelSpec
-from cnnlab.train_config import TrainConfig
+from cnnlab.datasets.dataset import Dataset
+from cnnlab.runs import run_folder
+from cnnlab.spec.layers import ModelSpec
+from cnnlab.train.config import TrainConfig
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
@@ -51,7 +51,7 @@ class Job:
 
 
 class Trainer:
-    """Starts `runs.train_run` in a thread, refusing a second job while one runs."""
+    """Starts `run_folder.train_run` in a thread, refusing a second job while one runs."""
 
     def __init__(self) -> None:
         self.job: Job | None = None
@@ -82,7 +82,7 @@ class Trainer:
 
         steps = math.ceil(len(data.x_train) / config.batch_size)
         try:
-            folder, history, evaluation = runs.train_run(
+            folder, history, evaluation = run_folder.train_run(
                 data, spec, config, job.run, model_name=model_name, on_step=on_step, on_epoch=on_epoch,
                 should_stop=job.stop_requested.is_set, step_every=max(1, steps // POINTS_PER_EPOCH))
         except Exception as exc:  # noqa: BLE001 - any failure ends the job; the page shows why

@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import compact, explain, io, runs
-from cnnlab.layers import SpecError
+from cnnlab import explain
+from cnnlab.datasets.image_files import to_model_input
 from cnnlab.models import Sequential, load_model
-from cnnlab.predict import to_model_input
-from cnnlab.summary import summary_dict
+from cnnlab.runs import model_file, run_folder
+from cnnlab.runs import predict as predictions
+from cnnlab.spec import compact
+from cnnlab.spec.layers import SpecError
+from cnnlab.spec.summary import summary_dict
 from cnnlab.web.encode import mosaic, png_data_url
 from cnnlab.web.stores import DataStore, NotFound
 from cnnlab.web.uploads import decode_image
@@ -30,17 +33,17 @@ class Served:
         self.name = name
         self.model: Sequential = load_model(self.path)
         folder = self.path if self.path.is_dir() else None
-        self.config: dict[str, Any] | None = runs.read_config(folder) if folder else None
+        self.config: dict[str, Any] | None = run_folder.read_config(folder) if folder else None
         self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
         has_history = self._optional(folder, "history.json") is not None
-        self.history: dict[str, list[float]] | None = runs.read_history(folder) if has_history else None
+        self.history: dict[str, list[float]] | None = run_folder.read_history(folder) if has_history else None
         self._lock = threading.Lock()
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
 
     @staticmethod
     def _optional(folder: Path | None, file: str) -> dict[str, Any] | None:
-        return io.read_json(folder / file) if folder is not None and (folder / file).is_file() else None
+        return model_file.read_json(folder / file) if folder is not None and (folder / file).is_file() else None
 
     def describe(self) -> dict[str, Any]:
         spec = self.model.spec
@@ -59,16 +62,14 @@ class Served:
         started = time.perf_counter()
         x = to_model_input(decode_image(raw), self.model.spec.input_shape, self.model.preprocessing)
         with self._lock:
-            probs = self.model.predict(x[None])[0]
+            probs = predictions.class_probabilities(self.model.module, x[None])[0]
             image_id = hashlib.sha256(x.tobytes()).hexdigest()[:16]
             self._inputs[image_id] = x
             self._inputs.move_to_end(image_id)
             while len(self._inputs) > KEEP_INPUTS:
                 self._inputs.popitem(last=False)
-        names = self.model.class_names
-        top = np.argsort(-probs)[:top_k]
-        return {"image_id": image_id, "classes": list(names), "probabilities": [float(p) for p in probs],
-                "top": [{"class": names[i], "index": int(i), "probability": float(probs[i])} for i in top],
+        return {"image_id": image_id, "classes": list(self.model.class_names), "probabilities": probs.tolist(),
+                "top": predictions.top_k(probs[None], self.model.class_names, top_k)[0],
                 "input": png_data_url(x), "input_shape": list(x.shape),
                 "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
 
@@ -103,12 +104,12 @@ class Served:
         if self._test is None:
             if self.config is None:
                 raise NotFound("a bare model file does not say which dataset it was trained on")
-            dataset = data.for_run(self.config)
+            dataset = data.for_run(self.path, self.model.preprocessing)
             # a run trained on a subset (the web's limit_test) was tested on the first n_test images
             n = (self.metrics or {}).get("n_test") or len(dataset.x_test)
             x, y = dataset.x_test[:n], dataset.y_test[:n]
             with self._lock:
-                ev = runs.evaluate(self.model.module, self.model.spec, x, y, self.model.class_names)
+                ev = run_folder.evaluate(self.model.module, self.model.spec, x, y, self.model.class_names)
             pred = ev.probs.argmax(1)
             self._test = (x, y, pred, ev.probs[np.arange(len(pred)), pred])
         return self._test

@@ -4,12 +4,12 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cnnlab import io, runs
-from cnnlab.datasets.registry import Dataset, describe_all, load_any
+from cnnlab.datasets.dataset import Dataset
+from cnnlab.datasets.registry import describe_all, load_any
+from cnnlab.runs import model_file, run_folder
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 USABLE = ("available", "downloaded")  # describe_all statuses that need no download
@@ -31,9 +31,9 @@ class RunStore:
         self.extra = Path(extra) if extra is not None else None
 
     def list(self) -> list[dict[str, Any]]:
-        rows = runs.list_runs(self.root)
+        rows = run_folder.list_runs(self.root)
         if self.extra is not None and not any(r["name"] == self.extra.name for r in rows):
-            rows.insert(0, runs.describe_run(self.extra) if self.extra.is_dir() else {"name": self.extra.name})
+            rows.insert(0, run_folder.describe_run(self.extra) if self.extra.is_dir() else {"name": self.extra.name})
         return rows
 
     def path(self, name: str) -> Path:
@@ -43,13 +43,13 @@ class RunStore:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise NotFound(f"{name!r} is not a run name (letters, digits, '.', '-', '_')")
         path = self.root / name
-        if not _inside(path, self.root) or not (path / io.MODEL_FILE).is_file():
+        if not _inside(path, self.root) or not (path / model_file.MODEL_FILE).is_file():
             raise NotFound(f"no run {name!r} in {self.root}")
         return path
 
     def new_folder(self, data: str, model: str) -> Path:
         """A fresh run folder path: runs/<model>-<data>-<time>, with -2, -3 ... if that second is taken."""
-        base = runs.default_run_dir(data, model, self.root)
+        base = run_folder.default_run_dir(data, model, self.root)
         path, n = base, 1
         while path.exists():
             n += 1
@@ -87,27 +87,18 @@ class DataStore:
             raise NotFound(f"unknown dataset {name!r}; this server offers {known}")
         return self._load(name, None)
 
-    def for_run(self, config: dict[str, Any]) -> Dataset:
+    def for_run(self, run: Path, preprocessing: dict[str, Any]) -> Dataset:
         """The dataset a run was trained on, as its config.json records it (the run folder is trusted)."""
-        name, source = config.get("data"), config.get("data_source")
-        if name is None:
-            raise NotFound("the run's config.json does not say which dataset it was trained on")
-        if name in {row["name"] for row in describe_all()}:
-            return self._load(name, source if name != "mnist" else None)
-        return self._load(source or name, None)
+        name, data_dir, options = run_folder.data_of_run(run, preprocessing=preprocessing)
+        return self._load(name, data_dir, options)
 
-    def _load(self, name: str, data_dir: str | None) -> Dataset:
-        key = (name, data_dir)
+    def _load(self, name: str, data_dir: str | None, options: dict[str, Any] | None = None) -> Dataset:
+        options = options or {}
+        key = (name, data_dir, tuple(sorted(options.items())))
         with self._lock:  # one load at a time: two requests for MNIST share one copy
             if key not in self._cache:
-                self._cache[key] = load_any(name, data_dir)
+                self._cache[key] = load_any(name, data_dir, **options)
                 while len(self._cache) > self._keep:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
             return self._cache[key]
-
-
-def subset(data: Dataset, train: int | None, test: int | None) -> Dataset:
-    """The first `train` training and `test` test images (None: all), for quick trials."""
-    return replace(data, x_train=data.x_train[:train], y_train=data.y_train[:train],
-                   x_test=data.x_test[:test], y_test=data.y_test[:test])

@@ -1,0 +1,359 @@
+"""The `cnnlab` command line: parse arguments, call the core, print. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cnnlab.errors import USER_ERRORS
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 28x28x1, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _grid(text: str) -> tuple[int, int]:
+    shape = _shape(text)
+    if len(shape) != 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected a grid like 8x8, got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+# --- commands -------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.cli import data as data_cli
+    from cnnlab.cli import export as export_cli
+    from cnnlab.datasets.registry import load_any
+    from cnnlab.runs import run_folder
+    from cnnlab.spec import zoo
+    from cnnlab.train.config import recipe_config
+
+    if args.nproc and not export_cli.under_torchrun():
+        return export_cli.launch_processes(args)  # torchrun runs this same command in --nproc processes
+    with export_cli.session(args) as session:  # the DDP group under torchrun; checkpoints; --resume
+        if args.resume:
+            return _train_and_report(args, session, *session.resume())
+        say = (lambda *a: None) if args.quiet or not session.is_main else (lambda *a: print(*a, flush=True))
+        data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
+        if args.subset is not None:
+            data = data.subset(args.subset)
+        folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
+        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
+        config = recipe_config({**recipe, **folder_options}, seed=args.seed, **train_choices(args))
+        out = Path(args.out) if args.out else run_folder.default_run_dir(args.data if not Path(args.data).is_dir()
+                                                                    else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
+        if out.exists():
+            raise FileExistsError(f"run folder {out} already exists; choose another --out")
+        return _train_and_report(args, session, data, spec, config, out, args.model)
+
+
+def train_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set by `cnnlab train` flags (None: not given, the recipe decides)."""
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "schedule": args.schedule, "label_smoothing": args.label_smoothing,
+            "validation_split": args.validation_split, "early_stopping_patience": args.early_stopping,
+            "monitor": args.monitor, "device": args.device, "deterministic": args.deterministic or None,
+            "precision": args.precision}
+
+
+def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: Any, config: Any, out: Path,
+                      model_name: str) -> int:
+    import shutil
+
+    from cnnlab.cli import data as data_cli
+    from cnnlab.runs import run_folder
+    from cnnlab.spec.summary import summary_text
+    from cnnlab.train.fit import check_trainable, resolve_device
+    from cnnlab.train.progress import progress_callbacks
+
+    device = resolve_device(config.device)  # bad settings fail here, before any folder is made
+    check_trainable(config, has_validation=data.x_val is not None)
+    quiet = args.quiet or not session.is_main  # under DDP only rank 0 talks
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if args.resume:
+        say(session.describe_resume())
+    say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
+        f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
+    say(summary_text(spec))
+    say(f"training: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, {config.optimizer} "
+        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
+        + (f", {session.dist.world_size} processes ({config.batch_size / session.dist.world_size:g} images each per step)"
+           if session.dist else ""))
+    checkpoint = session.checkpointer(data, spec, config, out, model_name)
+    on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
+    try:
+        with checkpoint.catch_signals():
+            folder, history, evaluation = run_folder.train_run(data, spec, config, out, model_name=model_name, on_step=on_step,
+                                                         on_epoch=on_epoch, checkpoint=checkpoint, dist=session.dist)
+    except Exception:
+        if checkpoint.saved is None and session.is_main and not args.resume:  # nothing worth resuming
+            shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        raise
+    finally:
+        close()
+    if evaluation is None:  # a DDP rank other than 0: rank 0 reports
+        return 0
+    seconds = sum(history.history.get("seconds", []))
+    print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
+          f"(trained {seconds:.1f}s)  run saved to {folder}")
+    data_cli.print_bad_files(data)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab.runs import model_file
+    from cnnlab.spec import zoo
+    from cnnlab.spec.summary import summary_dict, summary_text
+
+    if Path(args.model).is_dir() or args.model.endswith(".safetensors"):
+        spec = model_file.read_model(args.model).spec
+    else:
+        spec, _ = zoo.resolve(args.model)
+        if spec.input_shape is None:
+            spec = spec.with_input_shape(args.input_shape)
+    print(json.dumps(summary_dict(spec), indent=2) if args.json else summary_text(spec, style=args.style))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.runs import model_file, run_folder
+
+    saved = model_file.read_model(args.run)
+    data = run_folder.dataset_of_run(args.run, args.data, args.data_dir, saved.preprocessing)
+    evaluation = run_folder.evaluate(saved.module(), saved.spec, data.x_test, data.y_test, saved.class_names)
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), indent=2))
+    else:
+        print(run_folder.metrics_text(evaluation))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnlab.datasets.image_files import load_image_for, save_input_png
+    from cnnlab.models import load_model
+    from cnnlab.runs.predict import class_probabilities, top_k
+
+    model = load_model(args.run)
+    images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
+    if args.show_input:  # the exact pixels the model sees, one PNG per image
+        out = Path(args.show_input)
+        for i, (path, image) in enumerate(zip(args.images, images)):
+            target = out if len(images) == 1 else out.with_name(f"{out.stem}-{i}-{Path(path).stem}{out.suffix or '.png'}")
+            print(f"model input for {path} ({'x'.join(map(str, image.shape))}) written to {save_input_png(image, target)}")
+    tops = top_k(class_probabilities(model.module, images), model.class_names, args.top_k)
+    results = [{"image": str(path), "top": top} for path, top in zip(args.images, tops)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cnnlab.datasets.registry import load_any
+    from cnnlab.explain import plots
+
+    data = load_any(args.data, args.data_dir)
+    x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
+    if args.index is not None:
+        if not 0 <= args.index < len(x):
+            raise ValueError(f"--index {args.index} is out of range: the {args.split} split has {len(x):,} images")
+        chosen, rows, cols = np.array([args.index]), 1, 1
+    else:
+        rows, cols = args.grid
+        chosen = np.arange(len(x)) if args.class_ is None else np.flatnonzero(y == _class_index(args.class_, data.class_names))
+        chosen = chosen[:rows * cols]
+    title = f"{data.name} {args.split}" + (f" #{args.index}" if args.index is not None else "")
+    fig = plots.sample_grid(x[chosen], y[chosen], list(data.class_names), rows=rows, cols=cols, title=title)
+    out = plots.save_png(fig, args.out)
+    labels = ", ".join(data.class_names[int(v)] for v in y[chosen][:10])
+    print(f"wrote {out} ({len(chosen)} image{'s' * (len(chosen) != 1)}; labels {labels}{'...' if len(chosen) > 10 else ''})")
+    return 0
+
+
+def _class_index(value: str, class_names: tuple[str, ...]) -> int:
+    if value in class_names:
+        return class_names.index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise ValueError(f"--class {value!r} is not one of the classes {', '.join(class_names)}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from cnnlab.datasets.registry import describe_all
+
+    rows = describe_all(args.data_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<15} {row['status']:<13} {row['where']}")
+        print(f"{'':<15} {row['description']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnlab.cli import explain as explain_cli
+    return explain_cli.run(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cnnlab.cli import explain as explain_cli
+    return explain_cli.plot_run(args)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from cnnlab.cli import data as data_cli
+    return data_cli.run(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cnnlab.cli import serve as web_cli
+    return web_cli.run(args)
+
+
+# --- parser ---------------------------------------------------------------------------------
+def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
+    p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files, when not in the usual places")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description="Train, summarise and look inside convolutional "
+                                     "neural networks on MNIST and your own image folders.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        commands[name] = fn
+        return sub.add_parser(name, help=help, description=help)
+
+    p = add("train", cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)")
+    _add_data(p)
+    p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
+    p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="default adam")
+    p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
+    p.add_argument("--schedule", choices=["onecycle", "constant", "cosine"], help="default: onecycle unless --lr")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
+    p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
+    p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    from cnnlab.cli import data as data_cli
+    from cnnlab.cli import export as export_cli
+    from cnnlab.cli.export import add_export_arguments, cmd_export
+    data_cli.add_train_arguments(p)
+    export_cli.add_train_arguments(p)  # last: it records the train defaults that --resume compares with
+
+    p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
+    p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
+    p.add_argument("--input-shape", type=_shape, default=(28, 28, 1), help="HxWxC when the model has none (28x28x1)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--style", choices=["keras3", "keras2"], default="keras3")
+
+    p = add("evaluate", cmd_evaluate, "test accuracy, loss, per-class report and confusion matrix of a run")
+    p.add_argument("run", help="run folder or .safetensors model file")
+    _add_data(p, default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = add("predict", cmd_predict, "classify image files with a trained model")
+    p.add_argument("run", help="run folder or .safetensors model file")
+    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--show-input", metavar="OUT.png", help="also write the exact input the model saw as a PNG "
+                   "(OUT-<i>-<name>.png for several images)")
+
+    p = add("show", cmd_show, "draw dataset samples with their labels into a PNG")
+    p.add_argument("data", nargs="?", default="mnist", help="dataset name or image folder (default mnist)")
+    p.add_argument("--data-dir")
+    p.add_argument("--index", type=int, help="one image by its index")
+    p.add_argument("--grid", type=_grid, default=(4, 8), help="rows x cols (default 4x8)")
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--class", dest="class_", help="only images of this class (name or index)")
+    p.add_argument("--out", default="samples.png")
+
+    p = add("datasets", cmd_datasets, "list the built-in datasets and where each was found")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+
+    from cnnlab.cli.explain import add_explain_arguments, add_plot_arguments
+    add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "
+                              "top losses; or `explain conv` for the conv arithmetic"))
+    add_plot_arguments(add("plot", cmd_plot, "training curves and confusion matrices of a run as PNGs"))
+    data_cli.add_data_arguments(add("data", cmd_data, "check an image folder (`data check DIR`) or export a built-in "
+                           "dataset as image files (`data export mnist --out DIR`)"))
+    sub.add_parser("bench", help="time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (cnnlab bench --help)")
+    from cnnlab.cli.serve import add_serve_arguments
+    add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
+                            "response, train and watch live (needs the web extra)"))
+    add_export_arguments(add("export", cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
+    parser.set_defaults(commands=commands)
+    return parser
+
+
+def _version() -> str:
+    from cnnlab import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options (cnnlab bench --help)
+        from cnnlab.bench import mnist_speed
+        return _run(lambda: mnist_speed.main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(argv)  # `train --nproc` re-runs the same command
+    if not args.command:
+        parser.print_help()
+        return 2
+    return _run(lambda: args.commands[args.command](args))
+
+
+def _run(command: Callable[[], int]) -> int:
+    """Run a command; expected failures become one line on stderr and a non-zero exit code."""
+    try:
+        return command()
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says where its checkpoint is
+        print(f"cnnlab: {exc or 'interrupted; no run folder was written'}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cnnlab evaluate RUN | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
+        return 1
+    except USER_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cnnlab: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""`cnnlab explain` and `cnnlab plot`: arguments, and glue from a run folder to explain + plots."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab import explain
+from cnnlab.explain import plots
+from cnnlab.runs import model_file, run_folder
+from cnnlab.spec.summary import summary_dict
+
+
+def add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder or .safetensors file; or the word 'conv' for the conv arithmetic")
+    p.add_argument("--filters", metavar="LAYER", help="draw the learned kernels of this conv layer (e.g. conv2d)")
+    p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image")
+    p.add_argument("--image", help="a test-set index (train with --split train) or an image file")
+    p.add_argument("--split", choices=["train", "test"], default="test", help="where --image N is taken from")
+    p.add_argument("--grad-cam", action="store_true", help="Grad-CAM and saliency of --image")
+    p.add_argument("--class", dest="class_", help="class for Grad-CAM (default: the predicted one)")
+    p.add_argument("--top-losses", type=int, metavar="K", help="the K most confidently wrong test images")
+    p.add_argument("--out", help="output folder for the PNGs (default: the run folder's explain/)")
+    conv = p.add_argument_group("explain conv (no model needed)")
+    conv.add_argument("--input", type=int, default=5, help="input side (default 5)")
+    conv.add_argument("--kernel", type=int, default=3, help="kernel side (default 3)")
+    conv.add_argument("--padding", choices=["valid", "same"], default="valid")
+    conv.add_argument("--stride", type=int, help="default 1 (conv) or the pool size (pool)")
+    conv.add_argument("--pool", type=int, metavar="SIZE", help="explain max pooling of this size instead")
+    conv.add_argument("--in-channels", type=int, help="also print the conv's parameter count")
+    conv.add_argument("--filters-count", type=int, dest="n_filters", help="filters, for the parameter count")
+
+
+def add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", help="output folder (default: the run folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.run == "conv":
+        return _conv(args)
+    saved = model_file.read_model(args.run)
+    module = saved.module()
+    out = Path(args.out) if args.out else _run_dir(args.run) / "explain"
+    wrote: list[Path] = []
+    if args.filters:
+        kernels = explain.filters(module, args.filters)
+        wrote.append(plots.save_png(plots.filters_grid(kernels, args.filters), out / f"filters_{args.filters}.png"))
+    if args.maps or args.grad_cam:
+        if args.image is None:
+            raise ValueError("--maps and --grad-cam need --image (a dataset index or an image file)")
+        image, label = _image(args, saved)
+        if args.maps:
+            wrote += _maps(module, saved, image, args.maps, out, label)
+        if args.grad_cam:
+            wrote.append(_grad_cam(module, saved, image, args.class_, out))
+    if args.top_losses:
+        data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+        evaluation = run_folder.evaluate(module, saved.spec, data.x_test, data.y_test, saved.class_names)
+        top = explain.top_losses(evaluation.probs, data.y_test, args.top_losses)
+        wrote.append(plots.save_png(plots.top_losses_grid(data.x_test, top, saved.class_names), out / "top_losses.png"))
+        for i, t, p, prob in zip(top.index, top.y_true, top.y_pred, top.prob):
+            print(f"test #{i}: true {saved.class_names[t]}, predicted {saved.class_names[p]} ({prob:.3f})")
+    if not wrote:
+        raise ValueError("say what to explain: --filters LAYER, --maps all --image N, --grad-cam --image N, "
+                         "or --top-losses K")
+    for path in wrote:
+        print(f"wrote {path}")
+    return 0
+
+
+def _run_dir(run: str) -> Path:
+    return Path(run) if Path(run).is_dir() else Path(run).parent
+
+
+def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.ndarray, str]:
+    if args.image.isdigit():
+        data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+        x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
+        i = int(args.image)
+        if i >= len(x):
+            raise ValueError(f"--image {i} is out of range: the {args.split} split has {len(x):,} images")
+        return x[i], f"{args.split} #{i}, label {saved.class_names[int(y[i])]}"
+    from cnnlab.datasets.image_files import load_image_for
+    return load_image_for(args.image, saved.spec.input_shape, saved.preprocessing), Path(args.image).name
+
+
+def _maps(module, saved: model_file.SavedModel, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
+    wanted = None if layers == "all" else [name.strip() for name in layers.split(",")]
+    shapes = {row["name"]: row["output_shape"] for row in summary_dict(saved.spec)["layers"]}
+    wrote = []
+    for name, fmap in explain.feature_maps(module, image, wanted):
+        fig = plots.feature_maps_grid(f"{name} ({label})", fmap, shapes.get(name))
+        wrote.append(plots.save_png(fig, out / f"maps_{name}.png"))
+    return wrote
+
+
+def _grad_cam(module, saved: model_file.SavedModel, image: np.ndarray, class_: str | None, out: Path) -> Path:
+    import torch
+    names = saved.class_names
+    if class_ is None:
+        with torch.no_grad():
+            index = int(module(explain._as_input(module, image)).argmax(1))
+    elif class_ in names:
+        index = names.index(class_)
+    elif class_.isdigit() and int(class_) < len(names):
+        index = int(class_)
+    else:
+        raise ValueError(f"--class {class_!r} is not one of the classes {', '.join(names)}")
+    heat = explain.grad_cam(module, image, index)
+    fig = plots.grad_cam_overlay(image, heat, f"Grad-CAM for class {names[index]}")
+    return plots.save_png(fig, out / f"grad_cam_{index}.png")
+
+
+def _conv(args: argparse.Namespace) -> int:
+    from cnnlab.spec import conv_arithmetic as ca
+    out = Path(args.out or ".")
+    if args.pool:
+        print(ca.explain_pool(args.input, args.pool, args.padding, args.stride))
+        fig = plots.conv_explainer(args.input, args.pool, args.padding, args.stride, pool=True)
+        name = f"pool_{args.input}_{args.pool}_{args.padding}_s{args.stride or args.pool}.png"
+    else:
+        print(ca.explain_conv(args.input, args.kernel, args.padding, args.stride or 1, args.in_channels, args.n_filters))
+        fig = plots.conv_explainer(args.input, args.kernel, args.padding, args.stride or 1)
+        name = f"conv_{args.input}_{args.kernel}_{args.padding}_s{args.stride or 1}.png"
+    print(f"wrote {plots.save_png(fig, out / name)}")
+    return 0
+
+
+def plot_run(args: argparse.Namespace) -> int:
+    folder = Path(args.run)
+    out = Path(args.out) if args.out else folder
+    history = run_folder.read_history(folder)
+    m = model_file.read_json(folder / "metrics.json")
+    cm = np.asarray(m["confusion_matrix"])
+    names = model_file.read_model(folder).class_names
+    paths = [plots.save_png(plots.training_curves(history), out / "curves.png"),
+             plots.save_png(plots.confusion(cm, names), out / "confusion.png"),
+             plots.save_png(plots.confusion(cm, names, normalize=True), out / "confusion_normalized.png")]
+    for path in paths:
+        print(f"wrote {path}")
+    return 0

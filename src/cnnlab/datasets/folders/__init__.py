@@ -1,0 +1,1 @@
+"""Image folders: find classes and splits, decode once into arrays (cached), stream big ones, check, export."""

@@ -1,0 +1,133 @@
+"""Read image files and turn them into the input a trained model expects (size, colour, scale)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
+# No honest file holds more pixels per byte than this: flat lossless WebP reaches ~25,000, a blank
+# 1-bit fax TIFF ~13,000. A header claiming more describes data the file does not have.
+MAX_PIXELS_PER_BYTE = 100_000
+
+
+class ImageError(ValueError):
+    """An image file cannot be decoded, or is too large to decode safely, or cannot be converted."""
+
+
+class BadImageError(ImageError):
+    """A file that is not a usable image; `reason` says why in a few words, for lists of skipped files."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file (first frame of a GIF) with EXIF orientation applied.
+
+    Raises FileNotFoundError for a missing file and BadImageError, whose `reason` names the problem
+    (empty, not an image, truncated, too many pixels, unreadable), for anything that cannot be used.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError(path, "empty file (0 bytes)")
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise BadImageError(path, f"{img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                                          "(refused as a possible decompression bomb)")
+            if img.width * img.height > MAX_PIXELS_PER_BYTE * path.stat().st_size:
+                raise BadImageError(path, f"its header claims {img.width}x{img.height} pixels, more than a "
+                                          f"{path.stat().st_size:,}-byte file can hold; the file is damaged")
+            img.seek(0)
+            img.load()  # decode now, so truncated or corrupt data fails here and not later
+            return ImageOps.exif_transpose(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {str(path)!r} not found") from None
+    except PermissionError:
+        raise BadImageError(path, "unreadable (permission denied)") from None
+    except IsADirectoryError:
+        raise BadImageError(path, "is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise BadImageError(path, _not_an_image(path)) from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(path, f"refused as a possible decompression bomb ({exc})") from None
+    except BadImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text.lower():
+            raise BadImageError(path, "truncated image data (an incomplete download or copy?)") from None
+        raise BadImageError(path, f"corrupt image data ({text})") from None
+
+
+def _not_an_image(path: Path) -> str:
+    try:
+        head = path.read_bytes()[:512]
+    except OSError:
+        return "not an image Pillow can read"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return f"not an image: a text file named {path.suffix or 'without a suffix'}"
+        except UnicodeDecodeError:
+            pass
+    return "not an image Pillow can read (unknown or damaged header)"
+
+
+def to_model_input(img: Image.Image, input_shape: tuple[int, ...], preprocessing: dict[str, Any] | None = None) -> np.ndarray:
+    """uint8 (H, W, C) of the model's input size and channels; transparency is put on white.
+
+    Other sizes are stretched to (H, W) with an antialiasing bilinear filter, as the folder loader does
+    for training images, so a photo is seen by `predict` exactly as its training images were.
+    """
+    h, w, c = input_shape
+    img = _eight_bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    try:
+        img = img.convert("L" if c == 1 else "RGB")
+    except ValueError:  # Pillow has no conversion for a few modes (LAB, La)
+        raise ImageError(f"cannot use an image of mode {img.mode!r}; save it as RGB or grayscale") from None
+    if (preprocessing or {}).get("mnist_style") and c == 1:
+        from cnnlab.datasets.digits import mnist_style
+        return mnist_style(np.asarray(img), (h, w))[..., None]
+    img = img.resize((w, h), Image.Resampling.BILINEAR) if img.size != (w, h) else img
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if c == 1 else arr
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and float grayscale -> 8-bit L by scaling, since PIL's convert('L') would clip at 255."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = 1.0 if a.size and a.max() <= 1.0 else 255.0
+    else:
+        top = 65535.0 if a.size and a.max() > 255 else 255.0
+    return Image.fromarray(np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
+def load_image_for(path: str | os.PathLike, input_shape: tuple[int, ...], preprocessing: dict[str, Any] | None = None) -> np.ndarray:
+    """An image file as the uint8 (H, W, C) array a model with this input shape and preprocessing sees."""
+    return to_model_input(open_image(path), input_shape, preprocessing)
+
+
+def save_input_png(arr: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 (H, W, C) model input as a PNG with exactly those pixels (no scaling, no margins)."""
+    from cnnlab.fsutil import atomic_path
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ValueError(f"expected a uint8 (H, W, 1 or 3) image, got {arr.dtype} {arr.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+    return path

@@ -1,0 +1,149 @@
+"""Model files and run folders: safetensors weights with the spec, class names and preprocessing beside them.
+
+Nothing is ever pickled or unpickled: a model file from a stranger is tensors plus JSON.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
+from cnnlab.spec.layers import ModelSpec, SpecError
+from cnnlab.spec.build import build, place
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file or run folder is missing, damaged, or not a cnnlab model."""
+
+
+@dataclass
+class SavedModel:
+    """What a model file holds: enough to rebuild the module and preprocess its inputs."""
+    spec: ModelSpec
+    state: dict[str, torch.Tensor]
+    class_names: list[str]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    name: str = "sequential"
+
+    def module(self) -> torch.nn.Sequential:
+        module = build(self.spec)
+        try:
+            module.load_state_dict(self.state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelFileError(f"the weights do not fit the model's spec: {first}") from None
+        return place(module, torch.device("cpu")).eval()
+
+
+def model_bytes(spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+                preprocessing: dict[str, Any], name: str = "sequential") -> bytes:
+    meta = {"format_version": FORMAT_VERSION, "name": name, "spec": spec.to_dict(),
+            "class_names": list(class_names), "preprocessing": preprocessing}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    return st_save(state, metadata={"cnnlab": json.dumps(meta)})
+
+
+def save_model(path: str | os.PathLike, spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+               preprocessing: dict[str, Any], name: str = "sequential") -> Path:
+    """Write one `.safetensors` file atomically (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"model files end in .safetensors, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, model_bytes(spec, module, class_names, preprocessing, name))
+    return path
+
+
+def model_path(path: str | os.PathLike) -> Path:
+    """A model file, or the model file inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise ModelFileError(f"no model at {str(path)!r}: expected a run folder (runs/NAME) or a .safetensors file")
+    return path
+
+
+def read_safetensors(raw: bytes, where: str, what: str = "safetensors file"
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, the header's string metadata) of a safetensors file's bytes; ModelFileError when damaged."""
+    try:
+        tensors = st_load(raw)
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        metadata = header.get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError, AttributeError) as exc:
+        raise ModelFileError(f"{where}: not a readable {what} ({exc})") from None
+    return tensors, metadata
+
+
+def read_model(path: str | os.PathLike) -> SavedModel:
+    path = model_path(path)
+    state, metadata = read_safetensors(path.read_bytes(), str(path))
+    meta_text = metadata.get("cnnlab")
+    if meta_text is None:
+        raise ModelFileError(f"{path}: a safetensors file without cnnlab metadata (spec and class names)")
+    try:
+        meta = json.loads(meta_text)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(f"{path}: model format version {meta.get('format_version')!r}, "
+                                 f"this cnnlab reads version {FORMAT_VERSION}")
+        spec = ModelSpec.from_dict(meta["spec"])
+        shapes = spec.shapes()
+        class_names = meta["class_names"]
+        preprocessing = meta.get("preprocessing") or {}
+        if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+            raise ModelFileError(f"{path}: class_names must be a list of strings, got {class_names!r:.80}")
+        if len(shapes[-1]) == 1 and len(class_names) != shapes[-1][0]:
+            raise ModelFileError(f"{path}: {len(class_names)} class names for a model with {shapes[-1][0]} outputs")
+        if not isinstance(preprocessing, dict):
+            raise ModelFileError(f"{path}: preprocessing must be an object, got {preprocessing!r:.80}")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
+    _check_sizes(path, spec, shapes, state)
+    return SavedModel(spec, state, class_names, preprocessing, str(meta.get("name", "sequential")))
+
+
+def _check_sizes(path: Path, spec: ModelSpec, shapes: list[tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
+    """The spec must ask for exactly the parameters the file holds, so that building the module
+    allocates no more than the file justifies (a tampered spec could ask for billions)."""
+    inputs = [spec.input_shape, *shapes[:-1]]
+    wanted = sum(sum(layer.params(shape)) for layer, shape in zip(spec.layers, inputs))
+    held = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
+    if wanted != held:
+        raise ModelFileError(f"{path}: the spec needs {wanted:,} parameters but the file holds {held:,}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"missing {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    keys = list(history)
+    out = _io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
+    return out.getvalue()

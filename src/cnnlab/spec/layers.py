@@ -1,0 +1,364 @@
+"""Layer specs: frozen dataclasses with Keras argument names, their output shapes and parameter counts.
+
+A spec knows nothing of torch; `cnnlab.spec.build.build` turns a list of them into an `nn.Sequential`.
+Shapes are channels-last and exclude the batch axis: `(26, 26, 32)` prints as `(None, 26, 26, 32)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from cnnlab.spec.conv_arithmetic import conv_output_size
+
+Shape = tuple[int, ...]
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "gelu", "linear", "elu", "selu", "silu", "leaky_relu")
+PADDINGS = ("valid", "same")
+
+
+class SpecError(ValueError):
+    """A layer or model spec is invalid, or a layer cannot take its input's shape."""
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    """Keras accepts 3 or (3, 3) for kernel sizes, strides and pool sizes."""
+    if isinstance(value, bool):
+        raise SpecError(f"{what} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise SpecError(f"{what} must be an int or a pair of ints, got {value!r}")
+    if min(value) < 1:
+        raise SpecError(f"{what} must be positive, got {tuple(value)!r}")
+    return (int(value[0]), int(value[1]))
+
+
+def _activation(value: Any, what: str) -> str | None:
+    if value is None or value == "linear":
+        return None
+    if value not in ACTIVATIONS:
+        raise SpecError(f"{what} activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
+    return value
+
+
+def _padding(value: Any, what: str) -> str:
+    if value not in PADDINGS:
+        raise SpecError(f"{what} padding must be 'valid' or 'same', got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_bool(value: Any, what: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(f"{what} must be true or false, got {value!r}")
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Base of every layer spec. `name` is filled in Keras style (conv2d, conv2d_1, ...) by the model;
+    `input_shape` on the first layer declares the model's input, as in Keras."""
+    name: str | None = field(default=None, kw_only=True)
+    input_shape: tuple[int, ...] | None = field(default=None, kw_only=True)
+    keras_name: ClassVar[str] = ""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        """(trainable, non_trainable) parameter counts for an input of `shape`."""
+        return 0, 0
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):  # name, input_shape last
+            value = getattr(self, f.name)
+            if f.name in ("name", "input_shape") and value is None:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def _fail(self, shape: Shape, why: str) -> SpecError:
+        label = getattr(self, "name", None) or self.keras_name
+        return SpecError(f"{self.type} layer {label!r} cannot take input shape {_fmt(shape)}: {why}")
+
+    def _need_image(self, shape: Shape) -> tuple[int, int, int]:
+        if len(shape) != 3:
+            raise self._fail(shape, "it needs an image input (height, width, channels)")
+        return shape  # type: ignore[return-value]
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+
+
+@dataclass(frozen=True)
+class Conv2D(Layer):
+    filters: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "valid"
+    activation: str | None = None
+    use_bias: bool = True
+    keras_name: ClassVar[str] = "conv2d"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", _positive_int(self.filters, "Conv2D filters"))
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D kernel_size"))
+        object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
+        object.__setattr__(self, "padding", _padding(self.padding, "Conv2D"))
+        object.__setattr__(self, "activation", _activation(self.activation, "Conv2D"))
+        _check_bool(self.use_bias, "Conv2D use_bias")
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, _ = self._need_image(shape)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "valid" and (kh > h or kw > w):
+            raise self._fail(shape, f"kernel {kh}x{kw} is larger than the {h}x{w} input with padding='valid'")
+        return (conv_output_size(h, kh, self.padding, sh), conv_output_size(w, kw, self.padding, sw), self.filters)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return (kh * kw * shape[-1] + self.use_bias) * self.filters, 0
+
+
+@dataclass(frozen=True)
+class _Pooling2D(Layer):
+    pool_size: tuple[int, int] = (2, 2)
+    strides: tuple[int, int] | None = None  # None: the pool size, as in Keras
+    padding: str = "valid"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_size", _pair(self.pool_size, f"{self.type} pool_size"))
+        if self.strides is not None:
+            object.__setattr__(self, "strides", _pair(self.strides, f"{self.type} strides"))
+        object.__setattr__(self, "padding", _padding(self.padding, self.type))
+
+    @property
+    def stride_pair(self) -> tuple[int, int]:
+        return self.strides or self.pool_size
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = self._need_image(shape)
+        (ph, pw), (sh, sw) = self.pool_size, self.stride_pair
+        if self.padding == "valid" and (ph > h or pw > w):
+            raise self._fail(shape, f"pool {ph}x{pw} is larger than the {h}x{w} input with padding='valid'")
+        return (conv_output_size(h, ph, self.padding, sh), conv_output_size(w, pw, self.padding, sw), c)
+
+
+@dataclass(frozen=True)
+class MaxPooling2D(_Pooling2D):
+    keras_name: ClassVar[str] = "max_pooling2d"
+
+
+@dataclass(frozen=True)
+class AveragePooling2D(_Pooling2D):
+    keras_name: ClassVar[str] = "average_pooling2d"
+
+
+@dataclass(frozen=True)
+class GlobalAveragePooling2D(Layer):
+    keras_name: ClassVar[str] = "global_average_pooling2d"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (self._need_image(shape)[2],)
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    keras_name: ClassVar[str] = "flatten"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected. On an image input it acts on the channel axis, as Keras's Dense does."""
+    units: int
+    activation: str | None = None
+    use_bias: bool = True
+    keras_name: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", _positive_int(self.units, "Dense units"))
+        object.__setattr__(self, "activation", _activation(self.activation, "Dense"))
+        _check_bool(self.use_bias, "Dense use_bias")
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (*shape[:-1], self.units)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        return (shape[-1] + self.use_bias) * self.units, 0
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    rate: float
+    keras_name: ClassVar[str] = "dropout"
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.rate) or not 0 <= self.rate < 1:
+            raise SpecError(f"Dropout rate must be a number in [0, 1), got {self.rate!r}")
+        object.__setattr__(self, "rate", float(self.rate))
+
+
+@dataclass(frozen=True)
+class BatchNormalization(Layer):
+    """Normalises the last (channel) axis. Keras counts gamma/beta trainable, moving mean/var not."""
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    keras_name: ClassVar[str] = "batch_normalization"
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
+            raise SpecError(f"BatchNormalization momentum must be in [0, 1), got {self.momentum!r}")
+        if not _is_number(self.epsilon) or not self.epsilon > 0:
+            raise SpecError(f"BatchNormalization epsilon must be positive, got {self.epsilon!r}")
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        return 2 * shape[-1], 2 * shape[-1]
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    activation: str = "relu"
+    keras_name: ClassVar[str] = "activation"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activation", _activation(self.activation, "Activation") or "linear")
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
+                Dropout, BatchNormalization, Activation)
+}
+
+
+def from_dict(d: dict[str, Any]) -> Layer:
+    """Build a layer spec from its JSON form `{"type": "Conv2D", "filters": 32, ...}`."""
+    if not isinstance(d, dict) or "type" not in d:
+        raise SpecError(f"a layer must be an object with a 'type' key, got {d!r}")
+    kind = d["type"]
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
+        raise SpecError(f"unknown layer type {kind!r}, expected one of {', '.join(LAYER_TYPES)}")
+    cls = LAYER_TYPES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known - {"type"})
+    if unknown:
+        raise SpecError(f"{kind} got unknown argument(s) {', '.join(unknown)}; it takes {', '.join(sorted(known))}")
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "type"}
+    try:
+        return cls(**args)
+    except TypeError as exc:  # a required argument is missing
+        raise SpecError(f"{kind}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Input:
+    """Keras's `Input(shape=...)`: declares the input shape as the first item of a Sequential."""
+    shape: tuple[int, ...]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", check_input_shape(self.shape))
+
+
+def check_input_shape(shape: Any) -> tuple[int, ...]:
+    if (not isinstance(shape, (tuple, list)) or not shape
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise SpecError(f"input_shape must be a tuple of positive ints like (28, 28, 1), got {shape!r}")
+    return tuple(shape)
+
+
+def keras_names(layers: list[Layer] | tuple[Layer, ...]) -> list[str]:
+    """Names as a fresh Keras session gives them: conv2d, conv2d_1, ... unless a layer names itself."""
+    counts: dict[str, int] = {}
+    names = []
+    for layer in layers:
+        base = layer.keras_name
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        name = getattr(layer, "name", None)
+        if name is not None and not isinstance(name, str):
+            raise SpecError(f"layer name must be a string, got {name!r}")
+        names.append(name or (base if n == 0 else f"{base}_{n}"))
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise SpecError(f"layer name {dup!r} is used twice; layer names must be unique")
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SpecError(f"layer name {name!r} must be letters, digits and underscores")
+    return names
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A whole model: input shape (H, W, C) and the layers in order."""
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...] | None = None
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.input_shape is None and self.layers and getattr(self.layers[0], "input_shape", None):
+            object.__setattr__(self, "input_shape", self.layers[0].input_shape)
+        # The model holds the input shape; layers drop theirs so equal models compare equal.
+        object.__setattr__(self, "layers", tuple(
+            dataclasses.replace(layer, input_shape=None) if getattr(layer, "input_shape", None) else layer
+            for layer in self.layers))
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise SpecError(f"expected a layer spec such as Conv2D(...), got {layer!r}")
+        object.__setattr__(self, "names", tuple(keras_names(self.layers)))
+
+    def with_input_shape(self, shape: tuple[int, ...]) -> "ModelSpec":
+        return ModelSpec(self.layers, tuple(shape))
+
+    def shapes(self) -> list[Shape]:
+        """Output shape of every layer; raises SpecError naming the first layer that cannot fit."""
+        if not self.layers:
+            raise SpecError("the model has no layers: add at least one, e.g. Flatten() and Dense(10, activation='softmax')")
+        if self.input_shape is None:
+            raise SpecError("the model has no input shape: give input_shape=(H, W, C) to the first layer or an Input")
+        shape, out = self.input_shape, []
+        for layer, name in zip(self.layers, self.names):
+            shape = dataclasses.replace(layer, name=name).output_shape(shape)
+            out.append(shape)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        layers = [layer.to_dict() for layer in self.layers]
+        for layer in layers:
+            layer.pop("input_shape", None)  # the model's own input_shape says it once
+        return {"input_shape": list(self.input_shape) if self.input_shape else None, "layers": layers}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        if not isinstance(d, dict) or not isinstance(d.get("layers"), list):
+            raise SpecError('a model must be an object {"input_shape": [...], "layers": [...]}')
+        unknown = sorted(set(d) - {"input_shape", "layers", "name"})
+        if unknown:
+            raise SpecError(f"unknown model key(s) {', '.join(unknown)}; expected input_shape and layers")
+        shape = d.get("input_shape")
+        shape = tuple(shape) if isinstance(shape, list) else shape  # anything else: check_input_shape says why
+        return cls(tuple(from_dict(layer) for layer in d["layers"]), shape if shape != () else None)

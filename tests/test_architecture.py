@@ -1,0 +1,104 @@
+"""The layout's rules, checked on the source: no import cycles, small modules, front ends stay at the edge."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+FRONT_ENDS = ("cnnlab.cli", "cnnlab.web", "cnnlab.__main__")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every cnnlab module `path` imports, at the top or inside functions; `from pkg import mod` names `mod`."""
+    deps = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnnlab":
+            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+            deps.update(subs if len(subs) == len(node.names) else [node.module, *subs])
+        elif isinstance(node, ast.Import):
+            deps.update(a.name for a in node.names if a.name in modules)
+    return deps
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:` (imports for type hints only run no code)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    # a package's __init__ importing its own children is how packages work, not a cycle
+    return {name: {d for d in _imports(path, modules) if d != name and not name.startswith(d + ".")}
+            for name, path in modules.items()}
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_only_front_ends_import_front_ends():
+    leaks = [f"{name} imports {dep}" for name, deps in _graph().items() for dep in deps
+             if dep.startswith(FRONT_ENDS) and not name.startswith(FRONT_ENDS)]
+    assert leaks == []
+
+
+def test_modules_stay_small():
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
