@@ -9,7 +9,6 @@ are refused.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import io
 import json
@@ -17,7 +16,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -26,8 +25,8 @@ from torch import nn
 
 from cnnlab import layers as L
 from cnnlab.fsutil import atomic_write_bytes
-from cnnlab.keras_layers import (CONVERTERS, KerasFileError, Options, Perm, check_common, flatten_perm,
-                                 keras_shape, layer_config)
+from cnnlab.keras_config import model_config, read_config, walk
+from cnnlab.keras_layers import CONVERTERS, KerasFileError, keras_shape
 from cnnlab.model import build
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
@@ -51,20 +50,6 @@ class KerasModel:
         return module.eval()
 
 
-def _layers(spec: L.ModelSpec) -> Iterator[tuple[L.Layer, str, L.Shape, str, Perm]]:
-    """(layer, name, input shape, weights group path, feature permutation of its input) per layer."""
-    in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
-    counts: dict[str, int] = {}
-    perm: Perm = None
-    for layer, name, shape in zip(spec.layers, spec.names, in_shapes):
-        n = counts[layer.keras_name] = counts.get(layer.keras_name, -1) + 1
-        yield layer, name, shape, f"layers/{layer.keras_name}" + (f"_{n}" if n else ""), perm
-        if isinstance(layer, L.Flatten) and len(shape) == 3:
-            perm = flatten_perm(shape)
-        elif isinstance(layer, (L.Dense, L.GlobalAveragePooling2D)):
-            perm = None  # a Dense mixes all features; what follows is in the same order in both
-
-
 def _child_tensors(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """A layer's parameters and buffers in Keras's variable order; torch's batch counter has no Keras twin."""
     children = dict(module.named_children())
@@ -76,25 +61,11 @@ def _child_tensors(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 
 # --- writing ---------------------------------------------------------------------------------
-def model_config(spec: L.ModelSpec, name: str = "sequential") -> dict[str, Any]:
-    """config.json of `spec` as a Keras 3 Sequential (not compiled: compile_config is empty)."""
-    batch_shape = [None, *spec.input_shape]
-    dtype = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
-    first = {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-             "config": {"batch_shape": batch_shape, "dtype": "float32", "sparse": False, "ragged": False,
-                        "name": "input_layer", "optional": False}}
-    layer_list = [first, *(layer_config(layer, lname, shape) for layer, lname, shape, _, _ in _layers(spec))]
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
-            "config": {"name": name, "trainable": True, "dtype": dtype, "layers": layer_list,
-                       "build_input_shape": batch_shape},
-            "build_config": {"input_shape": batch_shape}, "compile_config": {}}
-
-
 def _weights_bytes(spec: L.ModelSpec, module: nn.Module, name: str) -> bytes:
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         f.create_group("vars").attrs["name"] = name  # the Sequential's own (empty) variable group
-        for layer, lname, _, path, perm in _layers(spec):
+        for layer, lname, _, path, perm in walk(spec):
             group = f.create_group(f"{path}/vars")
             group.attrs["name"] = lname
             to_keras = CONVERTERS[layer.type].to_keras
@@ -156,73 +127,6 @@ def _read_json(raw: bytes, where: str, member: str) -> Any:
     except (ValueError, RecursionError) as exc:
         raise KerasFileError(f"{where}: {member} is not valid JSON ({exc})") from None
 
-
-def _input_shape(model_conf: dict[str, Any], layer_confs: list[dict[str, Any]], where: str) -> L.Shape:
-    """(H, W, C) from the InputLayer, else from the model's or the first layer's build shape."""
-    if layer_confs and layer_confs[0].get("class_name") == "InputLayer":
-        opts = Options("InputLayer", layer_confs[0].get("config") or {}, where)
-        opts.ignore("name")
-        for key in ("sparse", "ragged", "optional"):
-            opts.expect(key, False)
-        if opts.get("dtype", "float32") not in ("float32", None):
-            raise opts.fail("dtype", opts.config["dtype"], "dtype='float32'")
-        shape, key = opts.get("batch_shape") or opts.get("batch_input_shape"), "batch_shape"
-        opts.finish()
-    else:
-        first = layer_confs[0].get("build_config", {}) if layer_confs else {}
-        shape, key = model_conf.get("build_input_shape") or first.get("input_shape"), "build_input_shape"
-    ok = (isinstance(shape, list) and len(shape) in (2, 4) and shape[0] is None
-          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape[1:]))
-    if not ok:
-        raise KerasFileError(f"{where}: cnnlab needs a fixed input shape [None, H, W, C] or [None, features]. "
-                             f"Received: {key}={shape!r}")
-    return tuple(shape[1:])
-
-
-def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, str]:
-    """(spec, model name) of a Keras 3 Sequential config.json; KerasFileError names what cnnlab cannot honour."""
-    if not isinstance(config, dict) or config.get("class_name") != "Sequential" or not isinstance(
-            config.get("config"), dict):
-        kind = config.get("class_name") if isinstance(config, dict) else type(config).__name__
-        raise KerasFileError(f"{where}: cnnlab reads Keras Sequential models. Received: class_name={kind!r}")
-    model_conf = config["config"]
-    layer_confs = model_conf.get("layers")
-    if not isinstance(layer_confs, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("config"), dict) for c in layer_confs):
-        raise KerasFileError(f"{where}: the Sequential config has no list of layer objects")
-    kinds = [c.get("class_name") for c in layer_confs]
-    missing = sorted({str(k) for i, k in enumerate(kinds) if k not in CONVERTERS and not (k == "InputLayer" and i == 0)})
-    if missing:
-        raise KerasFileError(f"{where}: cnnlab has no layer type(s) {', '.join(missing)}; "
-                             f"it reads {', '.join(CONVERTERS)}")
-    model_opts = Options("Sequential", model_conf, where)
-    check_common(model_opts)
-    model_opts.ignore("layers", "build_input_shape")
-    model_opts.finish()
-    shape = input_shape = _input_shape(model_conf, layer_confs, where)
-    specs = []
-    for conf in layer_confs[1:] if kinds and kinds[0] == "InputLayer" else layer_confs:
-        opts = Options(conf["class_name"], conf["config"], where)
-        try:
-            check_common(opts)
-            layer = CONVERTERS[conf["class_name"]].read(opts, shape)
-            opts.finish()
-            shape = layer.output_shape(shape)
-        except L.SpecError as exc:
-            raise KerasFileError(f"{where}: {conf['class_name']} layer {opts.name!r}: {exc}") from None
-        specs.append(layer)
-    # A name Keras gave automatically is the one cnnlab would give too: leave it unset, so that the
-    # spec equals the one written by hand; `spec.names` is the same either way.
-    auto = L.keras_names([dataclasses.replace(layer, name=None) for layer in specs])
-    specs = [dataclasses.replace(layer, name=None) if layer.name == a else layer for layer, a in zip(specs, auto)]
-    try:
-        spec = L.ModelSpec(tuple(specs), input_shape)
-        spec.shapes()
-    except L.SpecError as exc:
-        raise KerasFileError(f"{where}: {exc}") from None
-    return spec, str(model_conf.get("name") or "sequential")
-
-
 def _dataset(group: h5py.Group, key: str, where: str) -> h5py.Dataset:
     """A plain dataset of floats: no soft or external links, no external or virtual storage."""
     link = group.get(key, getclass=True, getlink=True)
@@ -253,7 +157,7 @@ def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.
     state = module.state_dict()
     try:
         with h5py.File(io.BytesIO(raw), "r") as f:
-            for layer, lname, _, path, perm in _layers(spec):
+            for layer, lname, _, path, perm in walk(spec):
                 to_torch = CONVERTERS[layer.type].to_torch
                 if to_torch is None:
                     continue
@@ -321,7 +225,9 @@ def _class_names(meta: Any, spec: L.ModelSpec, where: str) -> list[str] | None:
 def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Any:
     """A `cnnlab.models.Sequential` from a .keras file, weights loaded (not compiled, as Keras's without
     compile_config)."""
-    from cnnlab.models import Sequential  # here, not at the top: models may come to import this module
+    from cnnlab.models import (
+        Sequential,  # here, not at the top: models may come to import this module
+    )
     saved = load_keras(path)
     model = Sequential([L.Input(saved.spec.input_shape), *saved.spec.layers], name=saved.name)
     model.build()

@@ -12,8 +12,9 @@ Dense kernel's rows) is therefore permuted with `perm`, where torch feature i is
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
