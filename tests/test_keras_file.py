@@ -54,7 +54,7 @@ def _cnnlab_model(spec: L.ModelSpec, seed: int = 0) -> Sequential:
     model = Sequential([L.Input(spec.input_shape), *spec.layers], name="sequential")
     model.build(seed=seed)
     _randomise_norms(model.module, seed)
-    return model
+    return model.to("cpu")  # channels_last memory, as every cnnlab model has once placed
 
 
 def _unnamed(spec: L.ModelSpec) -> list[L.Layer]:
@@ -367,3 +367,13 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
             zf.writestr(name, json.dumps(config) if name == "config.json" else data)
     with pytest.raises(KerasFileError, match=r"bad.keras.*conv2d.*shape \(3, 3, 3, 6\), expected \(3, 3, 3, 7\)"):
         load_keras(bad)
+
+
+def test_a_custom_layer_with_a_keras_class_name_is_not_taken_for_keras_own(tmp_path):
+    @keras.saving.register_keras_serializable(package="mine")
+    class Conv2D(keras.layers.Conv2D):
+        pass
+
+    path = _keras_file(tmp_path, Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2))
+    with pytest.raises(ValueError, match=r"no layer type\(s\) mine>Conv2D;"):
+        load_keras(path)

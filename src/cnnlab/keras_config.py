@@ -72,6 +72,15 @@ def _input_shape(model_conf: dict[str, Any], layer_confs: list[dict[str, Any]], 
     return tuple(shape[1:])
 
 
+def _kind(conf: dict[str, Any]) -> str:
+    """A layer's Keras class name; a class from outside Keras (a custom layer) is named by its registration,
+    so that a custom layer called "Conv2D" is not taken for Keras's own."""
+    name, module, registered = conf.get("class_name"), conf.get("module"), conf.get("registered_name")
+    if str(module).split(".")[0] == "keras" and registered in (None, name):
+        return str(name)
+    return str(registered or f"{module}.{name}")
+
+
 def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, str]:
     """(spec, model name) of a Keras 3 Sequential config.json; KerasFileError names what cnnlab cannot honour."""
     if not isinstance(config, dict) or config.get("class_name") != "Sequential" or not isinstance(
@@ -83,8 +92,8 @@ def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, s
     if not isinstance(layer_confs, list) or not all(
             isinstance(c, dict) and isinstance(c.get("config"), dict) for c in layer_confs):
         raise KerasFileError(f"{where}: the Sequential config has no list of layer objects")
-    kinds = [c.get("class_name") for c in layer_confs]
-    missing = sorted({str(k) for i, k in enumerate(kinds) if k not in CONVERTERS and not (k == "InputLayer" and i == 0)})
+    kinds = [_kind(c) for c in layer_confs]
+    missing = sorted({k for i, k in enumerate(kinds) if k not in CONVERTERS and not (k == "InputLayer" and i == 0)})
     if missing:
         raise KerasFileError(f"{where}: cnnlab has no layer type(s) {', '.join(missing)}; "
                              f"it reads {', '.join(CONVERTERS)}")
