@@ -14,9 +14,10 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -28,6 +29,9 @@ from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.keras_config import model_config, read_config, walk
 from cnnlab.keras_layers import CONVERTERS, KerasFileError, keras_shape
 from cnnlab.model import build
+
+if TYPE_CHECKING:
+    from cnnlab.models import Sequential
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -117,7 +121,7 @@ def _read_member(zf: zipfile.ZipFile, member: str, where: str, limit: int) -> by
                              "the model's config justifies")
     try:
         return zf.read(member)
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
         raise KerasFileError(f"{where}: damaged {member} ({exc})") from None
 
 
@@ -169,7 +173,7 @@ def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.
                     raise KerasFileError(f"{where}: {WEIGHTS} has variables {keys} for layer {lname!r} at {path}, "
                                          f"expected {len(wanted)} (0 to {len(wanted) - 1})")
                 arrays = []
-                for key, (tname, tensor) in zip(keys, wanted.items()):
+                for key, tensor in zip(keys, wanted.values()):
                     ds, expected = _dataset(group, key, where), keras_shape(tuple(tensor.shape))
                     if ds.shape != expected:
                         raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
@@ -222,12 +226,12 @@ def _class_names(meta: Any, spec: L.ModelSpec, where: str) -> list[str] | None:
     return names
 
 
-def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Any:
+def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
     """A `cnnlab.models.Sequential` from a .keras file, weights loaded (not compiled, as Keras's without
     compile_config)."""
-    from cnnlab.models import (
-        Sequential,  # here, not at the top: models may come to import this module
-    )
+    # imported here, not at the top: cnnlab.models may come to import this module for Sequential.save
+    from cnnlab.models import Sequential
+
     saved = load_keras(path)
     model = Sequential([L.Input(saved.spec.input_shape), *saved.spec.layers], name=saved.name)
     model.build()
