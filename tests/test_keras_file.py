@@ -17,6 +17,8 @@ from cnnlab.models import Sequential
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on torch needs no TensorFlow
 keras = pytest.importorskip("keras")
+# Keras's torch backend converts tensors with np.array(x, copy=False), which numpy 2 warns about
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 ATOL = 1e-5
 ACTS = ["relu", None, "sigmoid", "tanh", "gelu", "elu", "selu", "silu", "leaky_relu"]
@@ -295,6 +297,7 @@ def test_options_cnnlab_cannot_honour_are_named(tmp_path, layer, option):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
 @pytest.mark.parametrize("first", [lambda kl: [kl.Conv2D(2, 3)], lambda kl: [keras.Input((None, None, 3)), kl.Conv2D(2, 3)]])
 def test_models_without_a_fixed_input_shape_are_refused(tmp_path, first):
     kmodel = keras.Sequential([*first(keras.layers), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
