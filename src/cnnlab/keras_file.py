@@ -1,0 +1,241 @@
+"""Read and write Keras 3 `.keras` files (zip: metadata.json, config.json, model.weights.h5) for Sequential models.
+
+The file is laid out as Keras 3 writes it, so `keras.models.load_model` opens what `save_keras` writes
+and `load_keras` opens what `model.save("x.keras")` writes. The weights file holds one group per layer,
+`layers/<snake_case class name>[_N]/vars` with datasets `0`, `1`, ... (the path is numbered by class,
+as Keras does it; the layer's own name is the group's `name` attribute). Nothing is unpickled or
+evaluated: config.json is JSON, the weights are plain HDF5 float arrays, links and external storage
+are refused.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab import layers as L
+from cnnlab.fsutil import atomic_write_bytes
+from cnnlab.keras_config import model_config, read_config, walk
+from cnnlab.keras_layers import CONVERTERS, KerasFileError, keras_shape
+from cnnlab.model import build
+
+if TYPE_CHECKING:
+    from cnnlab.models import Sequential
+
+KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
+CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+_MAX_JSON_BYTES = 64 << 20
+_SLACK_BYTES = 64 << 20  # HDF5 overhead allowed beyond the float32 weights the config asks for
+
+
+@dataclass
+class KerasModel:
+    """What a .keras file holds, in cnnlab's terms: the spec, torch weights (keys of `build(spec)`), names."""
+    spec: L.ModelSpec
+    state: dict[str, torch.Tensor]
+    name: str = "sequential"
+    class_names: list[str] | None = None
+
+    def module(self) -> nn.Sequential:
+        """The torch module (logits, see `cnnlab.model`), weights loaded, in eval mode."""
+        module = build(self.spec)
+        module.load_state_dict(self.state, strict=True)
+        return module.eval()
+
+
+def _child_tensors(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """A layer's parameters and buffers in Keras's variable order; torch's batch counter has no Keras twin."""
+    children = dict(module.named_children())
+    if name not in children:
+        raise ValueError(f"the module has no layer {name!r}; expected the module cnnlab.model.build(spec) makes. "
+                         f"Received children: {', '.join(children) or 'none'}")
+    child = children[name]
+    return {k: t for k, t in child.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+# --- writing ---------------------------------------------------------------------------------
+def _weights_bytes(spec: L.ModelSpec, module: nn.Module, name: str) -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_group("vars").attrs["name"] = name  # the Sequential's own (empty) variable group
+        for layer, lname, _, path, perm in walk(spec):
+            group = f.create_group(f"{path}/vars")
+            group.attrs["name"] = lname
+            to_keras = CONVERTERS[layer.type].to_keras
+            if to_keras is not None:
+                for i, array in enumerate(to_keras(list(_child_tensors(module, lname).values()), perm)):
+                    group[str(i)] = np.ascontiguousarray(array, dtype=np.float32)
+    return buf.getvalue()
+
+
+def keras_bytes(spec: L.ModelSpec, module: nn.Module, class_names: list[str] | None = None,
+                name: str = "sequential") -> bytes:
+    """The bytes of a .keras file for `spec` with `module`'s weights (see `save_keras`)."""
+    if spec.input_shape is None:
+        raise KerasFileError("the model has no input shape: give input_shape=(H, W, C) to the first layer")
+    metadata: dict[str, Any] = {"keras_version": KERAS_VERSION,
+                                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    if class_names is not None:  # Keras ignores extra metadata; cnnlab reads its class names back
+        metadata["cnnlab"] = {"class_names": [str(c) for c in class_names]}
+    members = {METADATA: json.dumps(metadata).encode(), CONFIG: json.dumps(model_config(spec, name)).encode(),
+               WEIGHTS: _weights_bytes(spec, module, name)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # stored, not deflated, as Keras writes it
+        for member, data in members.items():
+            zf.writestr(member, data)
+    return buf.getvalue()
+
+
+def save_keras(spec: L.ModelSpec, module: nn.Module, path: str | os.PathLike,
+               class_names: list[str] | None = None, name: str = "sequential") -> Path:
+    """Write `spec` and `module`'s weights as a Keras 3 `.keras` file, atomically (old file or new, never half)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"Keras model files end in .keras. Received: {str(path)!r}")
+    data = keras_bytes(spec, module, class_names, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return path
+
+
+# --- reading ---------------------------------------------------------------------------------
+def _read_member(zf: zipfile.ZipFile, member: str, where: str, limit: int) -> bytes:
+    try:
+        info = zf.getinfo(member)
+    except KeyError:
+        raise KerasFileError(f"{where}: not a complete .keras file, it has no {member} "
+                             f"(members: {', '.join(zf.namelist()) or 'none'})") from None
+    if info.file_size > limit:
+        raise KerasFileError(f"{where}: {member} is {info.file_size:,} bytes, more than the {limit:,} "
+                             "the model's config justifies")
+    try:
+        return zf.read(member)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
+        raise KerasFileError(f"{where}: damaged {member} ({exc})") from None
+
+
+def _read_json(raw: bytes, where: str, member: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise KerasFileError(f"{where}: {member} is not valid JSON ({exc})") from None
+
+def _dataset(group: h5py.Group, key: str, where: str) -> h5py.Dataset:
+    """A plain dataset of floats: no soft or external links, no external or virtual storage."""
+    link = group.get(key, getclass=True, getlink=True)
+    if link is not h5py.HardLink:
+        raise KerasFileError(f"{where}: {group.name}/{key} is {getattr(link, '__name__', 'missing')}, "
+                             "expected a dataset")
+    ds = group[key]
+    if not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual or ds.dtype.kind != "f":
+        raise KerasFileError(f"{where}: {group.name}/{key} is not a plain float dataset")
+    return ds
+
+
+def _group(f: h5py.File, path: str, where: str) -> h5py.Group | None:
+    node = f
+    for part in path.split("/"):
+        if part not in node:
+            return None
+        if node.get(part, getclass=True, getlink=True) is not h5py.HardLink:
+            raise KerasFileError(f"{where}: {node.name}/{part} is a link, expected a group")
+        node = node[part]
+        if not isinstance(node, h5py.Group):
+            raise KerasFileError(f"{where}: {node.name} is not a group")
+    return node
+
+
+def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.Tensor]:
+    module = build(spec)
+    state = module.state_dict()
+    try:
+        with h5py.File(io.BytesIO(raw), "r") as f:
+            for layer, lname, _, path, perm in walk(spec):
+                to_torch = CONVERTERS[layer.type].to_torch
+                if to_torch is None:
+                    continue
+                wanted = _child_tensors(module, lname)
+                group = _group(f, f"{path}/vars", where) or _group(
+                    f, f"{path.replace('layers', '_layer_checkpoint_dependencies', 1)}/vars", where)  # Keras 2.13
+                keys = sorted(group.keys(), key=lambda k: (len(k), k)) if group is not None else []
+                if keys != [str(i) for i in range(len(wanted))]:
+                    raise KerasFileError(f"{where}: {WEIGHTS} has variables {keys} for layer {lname!r} at {path}, "
+                                         f"expected {len(wanted)} (0 to {len(wanted) - 1})")
+                arrays = []
+                for key, tensor in zip(keys, wanted.values()):
+                    ds, expected = _dataset(group, key, where), keras_shape(tuple(tensor.shape))
+                    if ds.shape != expected:
+                        raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
+                                             f"expected {expected}")
+                    arrays.append(np.asarray(ds[()], dtype=np.float32))
+                for tname, tensor in zip(wanted, to_torch(arrays, perm)):
+                    state[f"{lname}.{tname}"] = tensor
+    except (OSError, KeyError) as exc:  # h5py's error for a damaged file
+        raise KerasFileError(f"{where}: {WEIGHTS} is not a readable HDF5 file ({exc})") from None
+    return state
+
+
+def load_keras(path: str | os.PathLike) -> KerasModel:
+    """Read a Keras 3 `.keras` Sequential model: spec, torch weights, name, and class names if cnnlab wrote them."""
+    where = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise KerasFileError(f"no .keras file at {where!r}") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise KerasFileError(f"{where}: not a .keras file, the zip archive is damaged ({exc})") from None
+    with zf:
+        if WEIGHTS not in zf.namelist() and "model.weights.npz" in zf.namelist():
+            raise KerasFileError(f"{where}: cnnlab reads weights saved as {WEIGHTS}. Received: model.weights.npz")
+        spec, name = read_config(_read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG),
+                                 f"{where} ({CONFIG})")
+        class_names = None
+        if METADATA in zf.namelist():
+            meta = _read_json(_read_member(zf, METADATA, where, _MAX_JSON_BYTES), where, METADATA)
+            class_names = _class_names(meta, spec, where)
+        inputs = [spec.input_shape, *spec.shapes()[:-1]]
+        floats = sum(sum(layer.params(shape)) for layer, shape in zip(spec.layers, inputs))
+        raw = _read_member(zf, WEIGHTS, where, 4 * floats * 2 + _SLACK_BYTES)  # float64 weights are allowed
+        if 4 * floats > 100 * len(raw) + _SLACK_BYTES:  # a config asking for far more than the file holds
+            raise KerasFileError(f"{where}: the config asks for {floats:,} weights but {WEIGHTS} "
+                                 f"is only {len(raw):,} bytes")
+    return KerasModel(spec, _read_weights(raw, spec, where), name, class_names)
+
+
+def _class_names(meta: Any, spec: L.ModelSpec, where: str) -> list[str] | None:
+    names = meta.get("cnnlab", {}).get("class_names") if isinstance(meta, dict) and isinstance(
+        meta.get("cnnlab"), dict) else None
+    if names is None:
+        return None
+    outputs = spec.shapes()[-1]
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+            or len(names) != outputs[-1]):
+        raise KerasFileError(f"{where}: {METADATA} must list {outputs[-1]} class names as strings. "
+                             f"Received: class_names={names!r:.80}")
+    return names
+
+
+def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
+    """A `cnnlab.models.Sequential` from a .keras file, weights loaded (not compiled, as Keras's without
+    compile_config)."""
+    # imported here, not at the top: cnnlab.models may come to import this module for Sequential.save
+    from cnnlab.models import Sequential
+
+    saved = load_keras(path)
+    model = Sequential([L.Input(saved.spec.input_shape), *saved.spec.layers], name=saved.name)
+    model.build()
+    model.module.load_state_dict(saved.state, strict=True)
+    model.module.eval()
+    model.class_names = saved.class_names
+    return model.to(device)

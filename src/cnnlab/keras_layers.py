@@ -1,0 +1,297 @@
+"""Convert one Keras 3 layer, config dict and weights, to a cnnlab layer spec and torch tensors, and back.
+
+`CONVERTERS` maps a Keras class name to its converter. Weights go in Keras's own order (a layer's
+trainable variables, then its non-trainable ones: kernel, bias; gamma, beta, moving_mean,
+moving_variance), which is also the order of the parameters and buffers of the torch child that
+`cnnlab.model.build` makes for the layer. Shapes: Conv2D kernel Keras HWIO (kh, kw, in, out) <-> torch
+OIHW; Dense kernel Keras (in, out) <-> torch (out, in).
+
+Flatten: Keras flattens (H, W, C) in HWC order, cnnlab's torch module flattens (C, H, W) in CHW order.
+Every per-feature vector between a Flatten and the next Dense (BatchNormalization's four vectors, the
+Dense kernel's rows) is therefore permuted with `perm`, where torch feature i is Keras feature perm[i].
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab import layers as L
+
+Perm = np.ndarray | None  # torch feature i of a flattened image is Keras feature perm[i]; None: same order
+_DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
+_GLOROT = {"module": "keras.initializers", "class_name": "GlorotUniform",
+           "config": {"seed": None, "input_axes": None, "output_axes": None}, "registered_name": None}
+
+
+def _init(class_name: str) -> dict[str, Any]:
+    return {"module": "keras.initializers", "class_name": class_name, "config": {}, "registered_name": None}
+
+
+class KerasFileError(ValueError):
+    """A .keras file is damaged, or holds a layer or option that cnnlab cannot honour."""
+
+
+def flatten_perm(shape: L.Shape) -> np.ndarray:
+    """For Flatten on (H, W, C): torch's CHW-order feature i is Keras's HWC-order feature perm[i]."""
+    h, w, c = shape
+    return np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+
+
+class Options:
+    """A Keras layer config being read: every key is used, checked against what cnnlab can honour,
+    or known to be harmless; `finish` rejects the rest unless they are null or false."""
+
+    def __init__(self, class_name: str, config: dict[str, Any], where: str):
+        self.class_name, self.config, self.where = class_name, config, where
+        self.name = config.get("name")
+        self._seen: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._seen.add(key)
+        return self.config.get(key, default)
+
+    def ignore(self, *keys: str) -> None:
+        """Keys that change nothing once the weights are loaded (initialisers, dropout's seed)."""
+        self._seen.update(keys)
+
+    def expect(self, key: str, *allowed: Any) -> None:
+        """`key` must hold one of `allowed` (missing reads as the first); lists compare as tuples."""
+        value = self.get(key, allowed[0])
+        if (tuple(value) if isinstance(value, list) else value) not in allowed:
+            raise self.fail(key, value, " or ".join(f"{key}={a!r}" for a in allowed))
+
+    def expect_null(self, *keys: str) -> None:
+        for key in keys:
+            self.expect(key, None)
+
+    def pair(self, key: str, default: Any) -> Any:
+        value = self.get(key, default)
+        return tuple(value) if isinstance(value, list) else value
+
+    def fail(self, key: str, value: Any, expected: str) -> KerasFileError:
+        return KerasFileError(f"{self.where}: {self.class_name} layer {self.name!r}: cnnlab supports only "
+                              f"{expected}. Received: {key}={_short(value)}")
+
+    def finish(self) -> None:
+        for key, value in self.config.items():
+            if key not in self._seen and value not in (None, False, [], {}):  # a newer Keras's unset option
+                raise KerasFileError(f"{self.where}: {self.class_name} layer {self.name!r} has option {key!r} "
+                                     f"that cnnlab does not know. Received: {key}={_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_common(opts: Options) -> None:
+    """The keys every Keras layer has: a float32 dtype policy, and trainable (cnnlab trains every layer)."""
+    opts.get("name")
+    opts.expect("trainable", True)
+    dtype = opts.get("dtype")
+    policy = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if policy not in (None, "float32"):
+        raise opts.fail("dtype", policy, "dtype='float32'")
+
+
+def read_activation(opts: Options, key: str = "activation") -> str | None:
+    value = opts.get(key, "linear")
+    if isinstance(value, dict) and str(value.get("module", "")).startswith("keras") and isinstance(
+            value.get("config"), str):  # a built-in activation serialised as an object
+        value = value["config"]
+    if value != "linear" and value not in L.ACTIVATIONS:
+        raise opts.fail(key, value, f"{key} one of {', '.join(L.ACTIVATIONS)}")
+    return None if value == "linear" else value
+
+
+def _check_channels_last(opts: Options) -> None:
+    opts.expect("data_format", "channels_last", None)  # None: Keras's default, channels_last
+
+
+def _no_regularisers(opts: Options, *weights: str) -> None:
+    opts.expect_null(*(f"{w}_{what}" for w in weights for what in ("regularizer", "constraint")))
+
+
+# --- configs: Keras -> spec ----------------------------------------------------------------
+def _read_conv(opts: Options, shape: L.Shape) -> L.Layer:
+    _check_channels_last(opts)
+    opts.expect("dilation_rate", (1, 1), 1)
+    opts.expect("groups", 1)
+    opts.ignore("kernel_initializer", "bias_initializer")
+    _no_regularisers(opts, "kernel", "bias")
+    opts.expect_null("activity_regularizer")
+    return L.Conv2D(opts.get("filters"), opts.pair("kernel_size", (3, 3)), opts.pair("strides", (1, 1)),
+                    opts.get("padding", "valid"), read_activation(opts), opts.get("use_bias", True),
+                    name=opts.name)
+
+
+def _read_pool(cls: type[L._Pooling2D]) -> Callable[[Options, L.Shape], L.Layer]:
+    def read(opts: Options, shape: L.Shape) -> L.Layer:
+        _check_channels_last(opts)
+        pool, strides = opts.pair("pool_size", (2, 2)), opts.pair("strides", None)
+        pool_pair = (pool, pool) if isinstance(pool, int) else pool
+        if strides == pool_pair or strides == pool:  # Keras writes the default strides out; cnnlab keeps None
+            strides = None
+        return cls(pool, strides, opts.get("padding", "valid"), name=opts.name)
+    return read
+
+
+def _read_gap(opts: Options, shape: L.Shape) -> L.Layer:
+    _check_channels_last(opts)
+    opts.expect("keepdims", False)
+    return L.GlobalAveragePooling2D(name=opts.name)
+
+
+def _read_flatten(opts: Options, shape: L.Shape) -> L.Layer:
+    _check_channels_last(opts)
+    return L.Flatten(name=opts.name)
+
+
+def _read_dense(opts: Options, shape: L.Shape) -> L.Layer:
+    opts.ignore("kernel_initializer", "bias_initializer")
+    _no_regularisers(opts, "kernel", "bias")
+    opts.expect_null("activity_regularizer", "quantization_config", "lora_rank")
+    return L.Dense(opts.get("units"), read_activation(opts), opts.get("use_bias", True), name=opts.name)
+
+
+def _read_dropout(opts: Options, shape: L.Shape) -> L.Layer:
+    opts.ignore("seed")
+    opts.expect_null("noise_shape")
+    return L.Dropout(opts.get("rate"), name=opts.name)
+
+
+def _read_batchnorm(opts: Options, shape: L.Shape) -> L.Layer:
+    last = len(shape)  # Keras counts the batch axis: the channel axis of (None, H, W, C) is 3
+    opts.expect("axis", -1, last, (-1,), (last,))
+    opts.expect("center", True)
+    opts.expect("scale", True)
+    opts.expect("synchronized", False)
+    opts.expect("renorm", False)
+    opts.expect_null("renorm_clipping")
+    opts.ignore("renorm_momentum", "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                "moving_variance_initializer")
+    _no_regularisers(opts, "beta", "gamma")
+    return L.BatchNormalization(opts.get("momentum", 0.99), opts.get("epsilon", 1e-3), name=opts.name)
+
+
+def _read_activation(opts: Options, shape: L.Shape) -> L.Layer:
+    return L.Activation(read_activation(opts) or "linear", name=opts.name)
+
+
+# --- configs: spec -> Keras (keys in the order Keras 3 writes them) --------------------------
+def _conv_config(spec: L.Conv2D) -> dict[str, Any]:
+    return {"filters": spec.filters, "kernel_size": list(spec.kernel_size), "strides": list(spec.strides),
+            "padding": spec.padding, "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
+            "activation": spec.activation or "linear", "use_bias": spec.use_bias,
+            "kernel_initializer": _GLOROT, "bias_initializer": _init("Zeros"), "kernel_regularizer": None,
+            "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
+            "bias_constraint": None}
+
+
+def _pool_config(spec: L._Pooling2D) -> dict[str, Any]:
+    return {"pool_size": list(spec.pool_size), "padding": spec.padding, "strides": list(spec.stride_pair),
+            "data_format": "channels_last"}
+
+
+def _dense_config(spec: L.Dense) -> dict[str, Any]:
+    return {"units": spec.units, "activation": spec.activation or "linear", "use_bias": spec.use_bias,
+            "kernel_initializer": _GLOROT, "bias_initializer": _init("Zeros"), "kernel_regularizer": None,
+            "bias_regularizer": None, "kernel_constraint": None, "bias_constraint": None,
+            "quantization_config": None}
+
+
+def _batchnorm_config(spec: L.BatchNormalization) -> dict[str, Any]:
+    return {"axis": -1, "momentum": spec.momentum, "epsilon": spec.epsilon, "center": True, "scale": True,
+            "beta_initializer": _init("Zeros"), "gamma_initializer": _init("Ones"),
+            "moving_mean_initializer": _init("Zeros"), "moving_variance_initializer": _init("Ones"),
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None, "synchronized": False, "renorm": False, "renorm_clipping": None,
+            "renorm_momentum": 0.99}
+
+
+def layer_config(spec: L.Layer, name: str, input_shape: L.Shape) -> dict[str, Any]:
+    """The serialised Keras layer, `{"module": "keras.layers", "class_name": ..., "config": ...}`."""
+    conv = CONVERTERS[spec.type]
+    config = {"name": name, "trainable": True, "dtype": _DTYPE, **conv.write(spec)}
+    out: dict[str, Any] = {"module": "keras.layers", "class_name": spec.type, "config": config,
+                           "registered_name": None}
+    if conv.build_config:  # Keras records the build shape only for layers with their own build()
+        out["build_config"] = {"input_shape": [None, *input_shape]}
+    return out
+
+
+# --- weights ---------------------------------------------------------------------------------
+Arrays = list[np.ndarray]
+Tensors = list[torch.Tensor]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def _keras_order(v: np.ndarray, perm: Perm) -> np.ndarray:
+    """Rows in torch feature order -> Keras feature order (inverse of `v[perm]`)."""
+    return v if perm is None else v[np.argsort(perm)]
+
+
+def _conv_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+    return [_np(ts[0]).transpose(2, 3, 1, 0), *(_np(t) for t in ts[1:])]  # OIHW -> HWIO
+
+
+def _conv_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+    return [torch.from_numpy(arrays[0].transpose(3, 2, 0, 1).copy()),  # HWIO -> OIHW
+            *(torch.from_numpy(a.copy()) for a in arrays[1:])]
+
+
+def _dense_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+    return [_keras_order(_np(ts[0]).T, perm), *(_np(t) for t in ts[1:])]  # (out, in) -> (in, out)
+
+
+def _dense_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+    kernel = arrays[0] if perm is None else arrays[0][perm]
+    return [torch.from_numpy(kernel.T.copy()), *(torch.from_numpy(a.copy()) for a in arrays[1:])]
+
+
+def _vectors_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+    return [_keras_order(_np(t), perm) for t in ts]
+
+
+def _vectors_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+    return [torch.from_numpy((a if perm is None else a[perm]).copy()) for a in arrays]
+
+
+def keras_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape Keras stores for a torch parameter: OIHW -> HWIO, (out, in) -> (in, out), vectors as they are."""
+    if len(torch_shape) == 4:
+        o, i, h, w = torch_shape
+        return (h, w, i, o)
+    return tuple(reversed(torch_shape))
+
+
+@dataclass(frozen=True)
+class Converter:
+    """How one Keras layer class maps to a cnnlab spec: config both ways, weights both ways (None: no weights)."""
+    read: Callable[[Options, L.Shape], L.Layer]
+    write: Callable[[Any], dict[str, Any]]
+    to_keras: Callable[[Tensors, Perm], Arrays] | None = None
+    to_torch: Callable[[Arrays, Perm], Tensors] | None = None
+    build_config: bool = False
+
+
+CONVERTERS: dict[str, Converter] = {
+    "Conv2D": Converter(_read_conv, _conv_config, _conv_to_keras, _conv_to_torch, build_config=True),
+    "MaxPooling2D": Converter(_read_pool(L.MaxPooling2D), _pool_config),
+    "AveragePooling2D": Converter(_read_pool(L.AveragePooling2D), _pool_config),
+    "GlobalAveragePooling2D": Converter(_read_gap, lambda spec: {"data_format": "channels_last",
+                                                                 "keepdims": False}),
+    "Flatten": Converter(_read_flatten, lambda spec: {"data_format": "channels_last"}, build_config=True),
+    "Dense": Converter(_read_dense, _dense_config, _dense_to_keras, _dense_to_torch, build_config=True),
+    "Dropout": Converter(_read_dropout, lambda spec: {"rate": spec.rate, "seed": None, "noise_shape": None}),
+    "BatchNormalization": Converter(_read_batchnorm, _batchnorm_config, _vectors_to_keras, _vectors_to_torch,
+                                    build_config=True),
+    "Activation": Converter(_read_activation, lambda spec: {"activation": spec.activation}),
+}

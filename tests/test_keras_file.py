@@ -1,0 +1,382 @@
+"""Keras 3 .keras files, checked against real Keras: cnnlab -> Keras, Keras -> cnnlab, layout, errors."""
+import dataclasses
+import json
+import os
+import random
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cnnlab import layers as L
+from cnnlab.conv_arithmetic import same_padding
+from cnnlab.keras_file import KerasFileError, load_keras, load_keras_model, save_keras
+from cnnlab.models import Sequential
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on torch needs no TensorFlow
+keras = pytest.importorskip("keras")
+# Keras's torch backend converts tensors with np.array(x, copy=False), which numpy 2 warns about
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+ATOL = 1e-5
+ACTS = ["relu", None, "sigmoid", "tanh", "gelu", "elu", "selu", "silu", "leaky_relu"]
+
+
+def _randomise_norms(module: torch.nn.Module, seed: int) -> None:
+    """Batch-norm statistics away from (0, 1), so that a wrong mapping of them shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+
+
+def _randomise_keras(model, seed: int) -> None:
+    """Every Keras variable random (biases and BN statistics too); variances stay positive."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in weights])
+        elif weights:
+            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in weights])
+
+
+def _images(shape, n=5, seed=0):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def _cnnlab_model(spec: L.ModelSpec, seed: int = 0) -> Sequential:
+    model = Sequential([L.Input(spec.input_shape), *spec.layers], name="sequential")
+    model.build(seed=seed)
+    _randomise_norms(model.module, seed)
+    return model.to("cpu")  # channels_last memory, as every cnnlab model has once placed
+
+
+def _unnamed(spec: L.ModelSpec) -> list[L.Layer]:
+    """Layers without names; pooling strides equal to the pool size read back as None (Keras writes both)."""
+    out = []
+    for layer in spec.layers:
+        if isinstance(layer, L._Pooling2D) and layer.strides == layer.pool_size:
+            layer = dataclasses.replace(layer, strides=None)
+        out.append(dataclasses.replace(layer, name=None))
+    return out
+
+
+def _cnnlab_to_keras(spec, tmp_path, seed=0):
+    """Save a cnnlab model, open it in Keras: both predictions on the same images."""
+    model = _cnnlab_model(spec, seed)
+    path = save_keras(model.spec, model.module, tmp_path / "m.keras", name=model.name)
+    x = _images(spec.input_shape, seed=seed)
+    return model.predict(x), np.asarray(keras.models.load_model(path).predict(x, verbose=0))
+
+
+# --- (a) cnnlab -> Keras ---------------------------------------------------------------------
+LECTURE = L.ModelSpec((
+    L.Conv2D(6, (3, 3), activation="relu", padding="same"), L.BatchNormalization(),
+    L.MaxPooling2D((2, 2)), L.Conv2D(8, (3, 3), strides=(2, 2), activation="relu"),
+    L.AveragePooling2D((2, 2), strides=(1, 1), padding="same"), L.Flatten(), L.BatchNormalization(),
+    L.Dropout(0.25), L.Dense(16, activation="relu"), L.Dense(4, activation="softmax")), (14, 14, 3))
+
+
+def test_cnnlab_model_opens_in_keras_with_equal_predictions(tmp_path):
+    ours, theirs = _cnnlab_to_keras(LECTURE, tmp_path)
+    assert ours.shape == theirs.shape == (5, 4)
+    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(theirs.sum(1), 1, atol=1e-5)  # probabilities on both sides
+
+
+def test_round_trip_keeps_spec_weights_names_and_class_names(tmp_path):
+    model = _cnnlab_model(LECTURE)
+    path = save_keras(model.spec, model.module, tmp_path / "m.keras", class_names=list("wxyz"), name="lecture")
+    back = load_keras(path)
+    assert back.spec == model.spec and back.name == "lecture" and back.class_names == list("wxyz")
+    for key, tensor in model.module.state_dict().items():
+        assert torch.equal(back.state[key], tensor), key
+    reloaded = load_keras_model(path)
+    assert reloaded.class_names == list("wxyz")
+    x = _images(LECTURE.input_shape)
+    np.testing.assert_allclose(reloaded.predict(x), model.predict(x), atol=1e-6, rtol=0)
+
+
+def test_file_layout_is_what_keras_writes(tmp_path):
+    """Same layers, same names: cnnlab's config.json and HDF5 tree equal Keras's own."""
+    kmodel = keras.Sequential([keras.Input((14, 14, 3)), *[_keras_layer(layer, name) for layer, name in
+                                                            zip(LECTURE.layers, LECTURE.names)]])
+    kmodel.save(tmp_path / "k.keras")
+    model = _cnnlab_model(LECTURE)
+    save_keras(model.spec, model.module, tmp_path / "c.keras", name=kmodel.name)
+
+    def contents(path):
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read("config.json"), object_hook=lambda d: {
+                k: v for k, v in d.items() if k != "shared_object_id"})
+            with h5py.File(zf.open("model.weights.h5"), "r") as f:
+                tree = []
+                f.visititems(lambda name, obj: tree.append((name, dict(obj.attrs), getattr(obj, "shape", None))))
+            return zf.namelist(), config, tree, json.loads(zf.read("metadata.json"))
+
+    k_names, k_config, k_tree, k_meta = contents(tmp_path / "k.keras")
+    c_names, c_config, c_tree, c_meta = contents(tmp_path / "c.keras")
+    assert c_names == k_names == ["metadata.json", "config.json", "model.weights.h5"]
+    k_config["config"]["layers"][0]["config"]["name"] = "input_layer"  # Keras numbers it per session
+    assert c_config == k_config
+    assert c_tree == k_tree
+    assert set(c_meta) == set(k_meta) == {"keras_version", "date_saved"}
+
+
+def test_save_is_atomic_and_checks_the_suffix(tmp_path):
+    model = _cnnlab_model(LECTURE)
+    with pytest.raises(ValueError, match=r"\.keras.*m\.h5"):
+        save_keras(model.spec, model.module, tmp_path / "m.h5")
+    save_keras(model.spec, model.module, tmp_path / "m.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # no temporary file left behind
+
+
+# --- (b) Keras -> cnnlab ---------------------------------------------------------------------
+def test_keras_model_loads_in_cnnlab_with_equal_predictions(tmp_path):
+    kl = keras.layers
+    kmodel = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        kl.Conv2D(6, 3, padding="same", activation="relu"), kl.BatchNormalization(),
+        kl.Conv2D(8, (3, 2), strides=(2, 1), padding="valid"), kl.Activation("tanh"),
+        kl.MaxPooling2D(), kl.Conv2D(8, 3, strides=2, padding="same", activation="elu"),
+        kl.AveragePooling2D(pool_size=2, strides=1, padding="same"),
+        kl.Flatten(), kl.BatchNormalization(), kl.Dropout(0.5), kl.Dense(12, activation="relu"),
+        kl.Dense(5), kl.Activation("softmax")])
+    _randomise_keras(kmodel, 1)
+    kmodel.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    kmodel.save(tmp_path / "k.keras")
+    x = _images((16, 16, 3))
+    ours = load_keras_model(tmp_path / "k.keras")
+    assert [layer.name for layer in kmodel.layers] == list(ours.spec.names)
+    np.testing.assert_allclose(ours.predict(x), np.asarray(kmodel.predict(x, verbose=0)), atol=ATOL, rtol=0)
+
+
+def test_keras_global_pooling_model_loads(tmp_path):
+    kl = keras.layers
+    kmodel = keras.Sequential([keras.Input((9, 9, 2)), kl.Conv2D(4, 3, activation="gelu"),
+                               kl.GlobalAveragePooling2D(), kl.Dropout(0.1), kl.Dense(3, activation="softmax")])
+    _randomise_keras(kmodel, 2)
+    kmodel.save(tmp_path / "k.keras")
+    x = _images((9, 9, 2))
+    np.testing.assert_allclose(load_keras_model(tmp_path / "k.keras").predict(x),
+                               np.asarray(kmodel.predict(x, verbose=0)), atol=ATOL, rtol=0)
+
+
+# --- (c) random architectures, both ways --------------------------------------------------------
+def _uneven_same(pool: L._Pooling2D, shape: L.Shape) -> bool:
+    """Whether 'same' pads one side more than the other. There Keras's torch backend pads by repeating the
+    edge and averages the copies too; TensorFlow, JAX and cnnlab average the real pixels only."""
+    sides = [same_padding(n, k, s) for n, k, s in zip(shape[:2], pool.pool_size, pool.stride_pair)]
+    return pool.padding == "same" and any(before != after for before, after in sides)
+
+
+def random_spec(seed: int) -> L.ModelSpec:
+    """A small valid Sequential image classifier drawn from every layer type cnnlab has."""
+    rnd = random.Random(seed)
+    shape = (rnd.randint(6, 12), rnd.randint(6, 12), rnd.randint(1, 3))
+    start, layers = shape, []
+
+    def add(layer: L.Layer) -> None:
+        nonlocal shape
+        try:
+            new = layer.output_shape(shape)
+        except L.SpecError:
+            return
+        layers.append(layer)
+        shape = new
+
+    for _ in range(rnd.randint(1, 5)):
+        kind = rnd.choice(["conv", "conv", "pool", "norm", "act", "drop", "dense"])
+        if kind == "conv":
+            add(L.Conv2D(rnd.randint(2, 6), (rnd.randint(1, 3), rnd.randint(1, 3)), (rnd.randint(1, 2),) * 2,
+                         rnd.choice(["valid", "same"]), rnd.choice(ACTS), rnd.random() < 0.8))
+        elif kind == "pool":
+            cls = rnd.choice([L.MaxPooling2D, L.AveragePooling2D])
+            pool = cls((rnd.randint(2, 3),) * 2, rnd.choice([None, (1, 1), (2, 2), (1, 2)]),
+                       rnd.choice(["valid", "same"]))
+            if not (isinstance(pool, L.AveragePooling2D) and _uneven_same(pool, shape)):
+                add(pool)
+        elif kind == "norm":
+            add(L.BatchNormalization(momentum=rnd.choice([0.9, 0.99]), epsilon=rnd.choice([1e-3, 1e-5])))
+        elif kind == "act":
+            add(L.Activation(rnd.choice([a for a in ACTS if a])))
+        elif kind == "drop":
+            add(L.Dropout(rnd.choice([0.1, 0.5])))
+        else:  # Dense on an image: a map of the channel axis
+            add(L.Dense(rnd.randint(2, 5), rnd.choice(ACTS)))
+    add(rnd.choice([L.Flatten(), L.GlobalAveragePooling2D()]))
+    for _ in range(rnd.randint(0, 3)):
+        add(rnd.choice([L.BatchNormalization(), L.Dropout(0.2), L.Activation(rnd.choice(ACTS[:4]) or "linear"),
+                        L.Dense(rnd.randint(3, 8), rnd.choice(ACTS))]))
+    if rnd.random() < 0.5:
+        add(L.Dense(rnd.randint(2, 5), "softmax"))
+    else:
+        add(L.Dense(rnd.randint(2, 5)))
+        add(rnd.choice([L.Activation("softmax"), L.Activation("linear"), L.Dropout(0.3)]))
+    return L.ModelSpec(tuple(layers), start)
+
+
+def _keras_layer(layer: L.Layer, name: str | None = None):
+    """The Keras layer for a cnnlab spec, built from Keras's own constructors (not from cnnlab's config)."""
+    kl, kw = keras.layers, {"name": name} if name else {}
+    if isinstance(layer, L.Conv2D):
+        return kl.Conv2D(layer.filters, layer.kernel_size, layer.strides, layer.padding,
+                         activation=layer.activation, use_bias=layer.use_bias, **kw)
+    if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
+        return getattr(kl, layer.type)(layer.pool_size, layer.strides, layer.padding, **kw)
+    if isinstance(layer, L.Dense):
+        return kl.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias, **kw)
+    if isinstance(layer, L.BatchNormalization):
+        return kl.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, **kw)
+    if isinstance(layer, L.Dropout):
+        return kl.Dropout(layer.rate, **kw)
+    if isinstance(layer, L.Activation):
+        return kl.Activation(layer.activation, **kw)
+    return getattr(kl, layer.type)(**kw)  # Flatten, GlobalAveragePooling2D
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_cnnlab_models_open_in_keras(seed, tmp_path):
+    ours, theirs = _cnnlab_to_keras(random_spec(seed), tmp_path, seed)
+    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(12, 24))
+def test_random_keras_models_load_in_cnnlab(seed, tmp_path):
+    spec = random_spec(seed)
+    kmodel = keras.Sequential([keras.Input(spec.input_shape), *map(_keras_layer, spec.layers)])
+    _randomise_keras(kmodel, seed)
+    kmodel.save(tmp_path / "k.keras")
+    loaded = load_keras(tmp_path / "k.keras")
+    assert _unnamed(loaded.spec) == _unnamed(spec) and loaded.spec.input_shape == spec.input_shape
+    x = _images(spec.input_shape, seed=seed)
+    np.testing.assert_allclose(load_keras_model(tmp_path / "k.keras").predict(x),
+                               np.asarray(kmodel.predict(x, verbose=0)), atol=ATOL, rtol=0)
+
+
+# --- (d) what cnnlab cannot read ---------------------------------------------------------------
+def _keras_file(tmp_path, *layers, shape=(8, 8, 3)):
+    kmodel = keras.Sequential([keras.Input(shape), *layers])
+    path = tmp_path / "k.keras"
+    kmodel.save(path)
+    return path
+
+
+def test_unknown_layer_types_are_all_named(tmp_path):
+    kl = keras.layers
+    path = _keras_file(tmp_path, kl.Rescaling(1 / 255), kl.Conv2D(2, 3), kl.LayerNormalization(),
+                       kl.Flatten(), kl.Dense(3))
+    with pytest.raises(ValueError, match=r"LayerNormalization, Rescaling") as info:
+        load_keras(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("layer, option", [
+    (lambda kl: kl.Conv2D(2, 3, data_format="channels_first"), "data_format='channels_first'"),
+    (lambda kl: kl.Conv2D(2, 3, dilation_rate=2), "dilation_rate=[2, 2]"),
+    (lambda kl: kl.Conv2D(3, 3, groups=3), "groups=3"),
+    (lambda kl: kl.Conv2D(2, 3, kernel_regularizer="l2"), "kernel_regularizer="),
+    (lambda kl: kl.Dense(2, kernel_constraint="non_neg"), "kernel_constraint="),
+    (lambda kl: kl.Dense(2, activation="softplus"), "activation='softplus'"),
+    (lambda kl: kl.BatchNormalization(center=False), "center=False"),
+    (lambda kl: kl.GlobalAveragePooling2D(keepdims=True), "keepdims=True"),
+    (lambda kl: kl.Conv2D(2, 3, trainable=False), "trainable=False"),
+])
+def test_options_cnnlab_cannot_honour_are_named(tmp_path, layer, option):
+    path = _keras_file(tmp_path, layer(keras.layers), shape=(8, 8, 3))
+    with pytest.raises(ValueError, match="Received: " + option.replace("[", r"\[")) as info:
+        load_keras(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
+@pytest.mark.parametrize("first", [lambda kl: [kl.Conv2D(2, 3)], lambda kl: [keras.Input((None, None, 3)), kl.Conv2D(2, 3)]])
+def test_models_without_a_fixed_input_shape_are_refused(tmp_path, first):
+    kmodel = keras.Sequential([*first(keras.layers), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    kmodel.save(tmp_path / "k.keras")
+    with pytest.raises(ValueError, match=r"k.keras.*fixed input shape.*Received: (batch_shape|build_input_shape)="):
+        load_keras(tmp_path / "k.keras")
+
+
+def test_vector_input_models_load(tmp_path):
+    kmodel = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                               keras.layers.BatchNormalization(), keras.layers.Dense(3, activation="softmax")])
+    _randomise_keras(kmodel, 3)
+    kmodel.save(tmp_path / "k.keras")
+    x = _images((6,))
+    logits = load_keras(tmp_path / "k.keras").module()(torch.from_numpy(x))  # the module leaves softmax out
+    np.testing.assert_allclose(torch.softmax(logits, 1).detach().numpy(), np.asarray(kmodel.predict(x, verbose=0)),
+                               atol=ATOL, rtol=0)
+
+
+def test_functional_models_are_refused_by_name(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    kmodel = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    kmodel.save(tmp_path / "f.keras")
+    with pytest.raises(ValueError, match=r"Sequential.*Received: class_name='Functional'"):
+        load_keras(tmp_path / "f.keras")
+
+
+def test_damaged_files_are_named(tmp_path):
+    model = _cnnlab_model(LECTURE)
+    good = save_keras(model.spec, model.module, tmp_path / "good.keras")
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(KerasFileError, match="cut.keras"):
+        load_keras(cut)
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(KerasFileError, match="junk.keras.*zip"):
+        load_keras(junk)
+    with pytest.raises(KerasFileError, match="no .keras file"):
+        load_keras(tmp_path / "absent.keras")
+    with zipfile.ZipFile(good) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    for drop in ("config.json", "model.weights.h5"):
+        partial = tmp_path / f"no_{drop}.keras"
+        with zipfile.ZipFile(partial, "w") as zf:
+            for name, data in members.items():
+                if name != drop:
+                    zf.writestr(name, data)
+        with pytest.raises(KerasFileError, match=f"no_{drop}.keras.*no {drop}"):
+            load_keras(partial)
+    bad_h5 = tmp_path / "bad_h5.keras"
+    with zipfile.ZipFile(bad_h5, "w") as zf:
+        zf.writestr("config.json", members["config.json"])
+        zf.writestr("model.weights.h5", b"\x89HDF garbage" * 10)
+    with pytest.raises(KerasFileError, match="bad_h5.keras.*HDF5"):
+        load_keras(bad_h5)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    model = _cnnlab_model(LECTURE)
+    good = save_keras(model.spec, model.module, tmp_path / "good.keras")
+    with zipfile.ZipFile(good) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][1]["config"]["filters"] = 7  # the file holds 6 filters
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, json.dumps(config) if name == "config.json" else data)
+    with pytest.raises(KerasFileError, match=r"bad.keras.*conv2d.*shape \(3, 3, 3, 6\), expected \(3, 3, 3, 7\)"):
+        load_keras(bad)
+
+
+def test_a_custom_layer_with_a_keras_class_name_is_not_taken_for_keras_own(tmp_path):
+    @keras.saving.register_keras_serializable(package="mine")
+    class Conv2D(keras.layers.Conv2D):
+        pass
+
+    path = _keras_file(tmp_path, Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2))
+    with pytest.raises(ValueError, match=r"no layer type\(s\) mine>Conv2D;"):
+        load_keras(path)
