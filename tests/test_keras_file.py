@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import layers as L
-from cnnlab.conv_arithmetic import same_padding
-from cnnlab.keras_file import KerasFileError, load_keras, load_keras_model, save_keras
 from cnnlab.models import Sequential
+from cnnlab.runs.keras_file import KerasFileError, load_keras, load_keras_model, save_keras
+from cnnlab.spec import layers as L
+from cnnlab.spec.conv_arithmetic import same_padding
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on torch needs no TensorFlow
 keras = pytest.importorskip("keras")

@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from cnnlab import layers as L
-from cnnlab.keras_layers import (
+from cnnlab.spec import layers as L
+from cnnlab.runs.keras_layers import (
     CONVERTERS,
     KerasFileError,
     Options,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab import layers as L
+from cnnlab.spec import layers as L
 
 Perm = np.ndarray | None  # torch feature i of a flattened image is Keras feature perm[i]; None: same order
 _DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
