@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnnlab.train.config import MONITORS, PRECISIONS
+from cnnlab.train.config import MONITORS, PRECISIONS, TrainConfig, recipe_config
 from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES, DataPolicy
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -87,7 +87,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.runs import run_folder
     from cnnlab.runs.session import DataSource, session
     from cnnlab.spec import zoo
-    from cnnlab.train.config import recipe_config
     from cnnlab.train.data_policy import data_choices
     from cnnlab.train.distributed import launch, under_torchrun
 
@@ -110,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in said:
             say(line)
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        config = recipe_config({**recipe, **chosen}, seed=args.seed, **train_choices(args))
+        config = train_config(args, recipe, chosen)
         name = args.data if not Path(args.data).is_dir() else Path(args.data).name
         out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
         if out.exists():
@@ -126,6 +125,11 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
 def data_policy(args: argparse.Namespace) -> DataPolicy:
     given = {field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items() if getattr(args, flag) is not None}
     return DataPolicy(class_weight=args.class_weight, augment=args.augment, augment_options=given)
+
+
+def train_config(args: argparse.Namespace, recipe: dict[str, Any], data_chosen: dict[str, Any]) -> TrainConfig:
+    """The flags over the model's recipe and what the data called for (class weights, augmentation)."""
+    return recipe_config({**recipe, **data_chosen}, seed=args.seed, **train_choices(args))
 
 
 def train_choices(args: argparse.Namespace) -> dict[str, Any]:
