@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from cnnlab.runs import model_file
-from cnnlab.spec.build import build, keras_init_, place
+from cnnlab.spec.build import new_module, place
 from cnnlab.spec.layers import Input, Layer, ModelSpec, SpecError
 from cnnlab.spec.summary import summary_dict, summary_text
 from cnnlab.train.fit import resolve_device
@@ -68,10 +68,7 @@ class Sequential(Trainer):
                 self._input_shape = tuple(input_shape)
             spec = self.spec
             spec.shapes()  # raises SpecError naming the first layer that cannot fit
-            if seed is not None:
-                torch.manual_seed(seed)
-            self._module = build(spec)
-            keras_init_(self._module, seed)
+            self._module = new_module(spec, seed)
         return self._module
 
     @property
