@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.backbones.preprocess import scale_batch
+
 BN_EPS = 1e-3  # TensorFlow's value; PyTorch's 1e-5 shifts the logits of the pretrained weights
 BN_MOMENTUM = 0.01  # PyTorch convention (1 - TensorFlow's 0.99)
 STEM_CHANNELS = 32
@@ -270,3 +272,56 @@ def fold_batchnorm(model: EfficientNetLite) -> EfficientNetLite:
                 new.bias.copy_(bn.bias - bn.running_mean * scale)
             m.conv, m.bn = new, nn.Identity()
     return fused.requires_grad_(False)
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (CPU: AMX or AVX512-BF16; CUDA: Ampere+)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if any(probe is not None for probe in probes):
+        return any(probe() for probe in probes if probe is not None)
+    try:  # older torch: ask the kernel
+        flags = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def optimize_for_inference(model: EfficientNetLite, dtype: torch.dtype | None = None) -> EfficientNetLite:
+    """A frozen, eval-only copy for fast inference: BN folded, channels_last, ``dtype``, ReLU6 in place.
+
+    ``dtype=None`` picks bfloat16 where the device has native bf16 (see ``native_bf16``), else float32.
+    float32 stays within ~1e-4 of the plain model; bfloat16 moves logits by ~0.1-0.5 but kept top-1 on
+    the test photos. Feed it ``scale_batch(images, dtype)`` (channels_last already). Measured on 2
+    shared Sapphire Rapids cores, Lite0 features at 224, batch 32, images/s (noisy, +-30%):
+    reference eager fp32 NCHW ~5-6; ours plain ~6-7; + inference_mode ~7; + folded BN ~8;
+    + channels_last ~11-19; in-place ReLU6 ~+3%; bf16 ~28-65 (weights cast; autocast only ~21).
+    torch.jit.freeze/optimize_for_inference: no gain at 224 and ~12 s to warm up, so not used.
+    """
+    device = next(model.parameters()).device
+    dtype = (torch.bfloat16 if native_bf16(device) else torch.float32) if dtype is None else dtype
+    fast = fold_batchnorm(model)
+    for m in fast.modules():
+        if isinstance(m, ConvBNAct) and isinstance(m.act, nn.ReLU6):
+            # Safe in place once BN is folded: the conv output is a fresh tensor no one else holds.
+            m.act = nn.ReLU6(inplace=True)
+    return fast.to(dtype=dtype, memory_format=torch.channels_last)
+
+
+def extract_features(model: EfficientNetLite, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """uint8 (N, H, W, 3) images -> float32 model outputs, batch by batch, under ``inference_mode``.
+
+    ``model`` is typically ``optimize_for_inference(...)``; its parameter dtype sets the compute dtype.
+    Outputs: (N, 1280, ceil(H/32), ceil(W/32)) without top, (N, 1000) logits with it.
+    """
+    param = next(model.parameters())
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(param.device, non_blocking=True)
+            outputs.append(model(scale_batch(batch, param.dtype)).float())
+    return torch.cat(outputs)
