@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--variant", default="lite0", choices=["lite0", "lite1", "lite2"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-fuse", action="store_true", help="plain ops instead of oneDNN's fused convolutions")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     return p.parse_args(argv)
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = efficientnet_lite(variant.name, include_top=False).to(device)
     fast_dtype = torch.bfloat16 if native_bf16(device) else torch.float32
     dtypes = [torch.float32] + ([fast_dtype] if fast_dtype != torch.float32 else [])
-    fast = {dt: optimize_for_inference(ours, dt) for dt in dtypes}
+    fast = {dt: optimize_for_inference(ours, dt, fuse=not args.no_fuse) for dt in dtypes}
 
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=gen).to(device)

