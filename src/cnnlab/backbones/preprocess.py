@@ -18,8 +18,9 @@ MEAN, SCALE = 127.0, 128.0  # (x - MEAN) / SCALE; both exact in float, so any or
 
 
 def resize_and_crop(image: Image.Image | np.ndarray, size: int = 224, resize_to: int | None = None) -> Image.Image:
-    """RGB PIL image: short side bicubic-resized to ``resize_to`` (default ``round(size / 0.875)``), centre ``size`` crop.
+    """RGB PIL image: the short side bicubic-resized to ``resize_to``, then the centre ``size`` crop.
 
+    ``resize_to`` defaults to ``round(size / 0.875)`` (256 for 224, 274 for 240, 297 for 260).
     ``image``: a PIL image (any mode) or a uint8 array (H, W, 3), (H, W, 4) or (H, W).
     """
     if isinstance(image, np.ndarray):

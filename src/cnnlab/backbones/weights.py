@@ -106,7 +106,10 @@ _KEY = re.compile(r"(?:_blocks\.(\d+)\.)?(\w+)\.(\w+)")
 
 
 def convert_lukemelas(state_dict: dict[str, torch.Tensor], variant: str = "lite0") -> dict[str, torch.Tensor]:
-    """Rename lukemelas/EfficientNet-PyTorch keys (``_blocks.3._bn1.weight``) to ours (``stages.1.1.depthwise.bn.weight``)."""
+    """Rename lukemelas/EfficientNet-PyTorch keys to ours.
+
+    ``_blocks.3._bn1.weight`` (flat block 3) becomes ``stages.2.0.depthwise.bn.weight`` (stage 2, block 0).
+    """
     where = [(s, i) for s, (spec, _) in enumerate(stage_plan(get_variant(variant))) for i in range(spec.repeats)]
     out = {}
     for key, tensor in state_dict.items():
