@@ -14,6 +14,9 @@ Module layout (the names are what hooks and the state dict use)::
 
 ``head`` output, after its BN and ReLU6, is the (N, 1280, H/32, W/32) map Keras gives with
 ``include_top=False``. ``blocks()`` lists the MBConv blocks in forward order, for "train the top N".
+
+For inference only, ``optimize_for_inference`` makes a frozen copy (BN folded, channels_last, bf16
+where native, oneDNN-fused ReLU6/skip adds) and ``extract_features`` runs it on uint8 batches.
 """
 from __future__ import annotations
 
