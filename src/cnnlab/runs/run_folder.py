@@ -18,18 +18,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cnnlab.runs import model_file
-from cnnlab.runs.predict import probabilities
-from cnnlab.explain import metrics, plots
 from cnnlab.datasets import registry
 from cnnlab.datasets.dataset import Dataset
+from cnnlab.explain import metrics, plots
 from cnnlab.fsutil import atomic_dir
-from cnnlab.spec.layers import ModelSpec
+from cnnlab.runs import model_file
+from cnnlab.runs.predict import probabilities
 from cnnlab.spec.build import new_module
+from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict, summary_text
-from cnnlab.train.device_data import eval_images, targets_tensor
-from cnnlab.train.fit import EpochCallback, History, StepCallback, fit, loss_and_accuracy, predict_logits, resolve_device
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import eval_images, targets_tensor
+from cnnlab.train.fit import (
+    EpochCallback,
+    History,
+    StepCallback,
+    fit,
+    loss_and_accuracy,
+    predict_logits,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from cnnlab.train.checkpoints import Checkpointer
