@@ -23,7 +23,7 @@ from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict
 from cnnlab.train.config import TrainConfig, recipe_config
 from cnnlab.train.optim import OPTIMIZERS
-from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
+from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
 from cnnlab.web.stores import DataStore, NotFound, RunStore
@@ -107,7 +107,9 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Draw or upload a digit, see what every layer of a CNN saw; train and watch live.")
     app.state.cnnlab = state
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders)  # the last added runs first: size, Host, Origin, then the body is read
+    app.add_middleware(BodyRead)
+    app.add_middleware(OriginCheck)
     app.add_middleware(HostCheck, allowed=allowed_hosts(host))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _errors(app)
