@@ -1,8 +1,8 @@
 """Micro-batching for POST /api/predict: concurrent requests share one forward pass, a bounded queue sheds load.
 
 A request's image is decoded and preprocessed by the request itself; only the forward pass is shared.
-The worker takes the first queued input, waits `window_s` for company (not when a full batch already
-waits), runs up to `max_batch` inputs through the model in one call on its own thread, and resolves each
+The worker takes the first queued input; when others are queued too (the server is under load) it
+waits `window_s` for more unless a full batch is there already (a lone request waits for nothing), runs up to `max_batch` inputs through the model in one call on its own thread, and resolves each
 request's future with its row of probabilities.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            if queue.qsize() < self.max_batch - 1:
+            if 0 < queue.qsize() < self.max_batch - 1:
                 await asyncio.sleep(self.window_s)
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
