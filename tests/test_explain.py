@@ -10,7 +10,6 @@ from torch import nn
 from cnnlab.explain.maps import conv_layers, feature_maps, filters, grad_cam, layer_kind, saliency, top_losses
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One thread while these tests run (their reductions then match the hand computations' order);
