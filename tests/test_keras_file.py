@@ -288,7 +288,7 @@ def test_unknown_layer_types_are_all_named(tmp_path):
     (lambda kl: kl.Dense(2, activation="softplus"), "activation='softplus'"),
     (lambda kl: kl.BatchNormalization(center=False), "center=False"),
     (lambda kl: kl.GlobalAveragePooling2D(keepdims=True), "keepdims=True"),
-    (lambda kl: kl.Conv2D(2, 3, trainable=False), "trainable=False"),
+    (lambda kl: kl.SeparableConv2D(2, 3, dilation_rate=2), "dilation_rate=[2, 2]"),
 ])
 def test_options_cnnlab_cannot_honour_are_named(tmp_path, layer, option):
     path = _keras_file(tmp_path, layer(keras.layers), shape=(8, 8, 3))

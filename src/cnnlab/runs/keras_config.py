@@ -17,7 +17,7 @@ from cnnlab.runs.keras_layers import (
     Options,
     Perm,
     check_common,
-    flatten_perm,
+    feature_perm,
     layer_config,
 )
 
@@ -30,10 +30,7 @@ def walk(spec: L.ModelSpec) -> Iterator[tuple[L.Layer, str, L.Shape, str, Perm]]
     for layer, name, shape in zip(spec.layers, spec.names, in_shapes):
         n = counts[layer.keras_name] = counts.get(layer.keras_name, -1) + 1
         yield layer, name, shape, f"layers/{layer.keras_name}" + (f"_{n}" if n else ""), perm
-        if isinstance(layer, L.Flatten) and len(shape) == 3:
-            perm = flatten_perm(shape)
-        elif isinstance(layer, (L.Dense, L.GlobalAveragePooling2D)):
-            perm = None  # a Dense mixes all features; what follows is in the same order in both
+        perm = feature_perm(layer, [shape], [perm])
 
 
 def model_config(spec: L.ModelSpec, name: str = "sequential") -> dict[str, Any]:
@@ -107,7 +104,8 @@ def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, s
         opts = Options(conf["class_name"], conf["config"], where)
         try:
             check_common(opts)
-            layer = CONVERTERS[conf["class_name"]].read(opts, shape)
+            layer = dataclasses.replace(CONVERTERS[conf["class_name"]].read(opts, shape),
+                                        trainable=opts.config.get("trainable", True))
             opts.finish()
             shape = layer.output_shape(shape)
         except L.SpecError as exc:

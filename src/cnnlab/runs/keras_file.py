@@ -27,7 +27,7 @@ from torch import nn
 from cnnlab.spec import layers as L
 from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
-from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError, keras_shape
+from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
 from cnnlab.spec.build import build
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _weights_bytes(spec: L.ModelSpec, module: nn.Module, name: str) -> bytes:
             group.attrs["name"] = lname
             to_keras = CONVERTERS[layer.type].to_keras
             if to_keras is not None:
-                for i, array in enumerate(to_keras(list(_child_tensors(module, lname).values()), perm)):
+                for i, array in enumerate(to_keras(list(_child_tensors(module, lname).values()), perm, layer)):
                     group[str(i)] = np.ascontiguousarray(array, dtype=np.float32)
     return buf.getvalue()
 
@@ -173,13 +173,14 @@ def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.
                     raise KerasFileError(f"{where}: {WEIGHTS} has variables {keys} for layer {lname!r} at {path}, "
                                          f"expected {len(wanted)} (0 to {len(wanted) - 1})")
                 arrays = []
-                for key, tensor in zip(keys, wanted.values()):
-                    ds, expected = _dataset(group, key, where), keras_shape(tuple(tensor.shape))
+                expected_shapes = [a.shape for a in CONVERTERS[layer.type].to_keras(list(wanted.values()), perm, layer)]
+                for key, expected in zip(keys, expected_shapes):
+                    ds = _dataset(group, key, where)
                     if ds.shape != expected:
                         raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
                                              f"expected {expected}")
                     arrays.append(np.asarray(ds[()], dtype=np.float32))
-                for tname, tensor in zip(wanted, to_torch(arrays, perm)):
+                for tname, tensor in zip(wanted, to_torch(arrays, perm, layer)):
                     state[f"{lname}.{tname}"] = tensor
     except (OSError, KeyError) as exc:  # h5py's error for a damaged file
         raise KerasFileError(f"{where}: {WEIGHTS} is not a readable HDF5 file ({exc})") from None
