@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cnnlab.models import Sequential
-from cnnlab.runs.keras_file import KerasFileError, load_keras, load_keras_model, save_keras
+from cnnlab.models import load_model as load_keras_model
+from cnnlab.runs.keras_file import KerasFileError, load_keras, save_keras
 from cnnlab.spec import layers as L
 from cnnlab.spec.conv_arithmetic import same_padding
 

@@ -113,8 +113,7 @@ def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, s
         specs.append(layer)
     # A name Keras gave automatically is the one cnnlab would give too: leave it unset, so that the
     # spec equals the one written by hand; `spec.names` is the same either way.
-    auto = L.keras_names([dataclasses.replace(layer, name=None) for layer in specs])
-    specs = [dataclasses.replace(layer, name=None) if layer.name == a else layer for layer, a in zip(specs, auto)]
+    specs = L.drop_auto_names(specs)
     try:
         spec = L.ModelSpec(tuple(specs), input_shape)
         spec.shapes()

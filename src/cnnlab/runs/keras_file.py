@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -29,9 +29,6 @@ from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
 from cnnlab.spec.build import build
-
-if TYPE_CHECKING:
-    from cnnlab.models import Sequential
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -225,18 +222,3 @@ def _class_names(meta: Any, spec: L.ModelSpec, where: str) -> list[str] | None:
         raise KerasFileError(f"{where}: {METADATA} must list {outputs[-1]} class names as strings. "
                              f"Received: class_names={names!r:.80}")
     return names
-
-
-def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
-    """A `cnnlab.models.Sequential` from a .keras file, weights loaded (not compiled, as Keras's without
-    compile_config)."""
-    # imported here, not at the top: cnnlab.models may come to import this module for Sequential.save
-    from cnnlab.models import Sequential
-
-    saved = load_keras(path)
-    model = Sequential([L.Input(saved.spec.input_shape), *saved.spec.layers], name=saved.name)
-    model.build()
-    model.module.load_state_dict(saved.state, strict=True)
-    model.module.eval()
-    model.class_names = saved.class_names
-    return model.to(device)

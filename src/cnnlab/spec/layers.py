@@ -328,6 +328,12 @@ def keras_names(layers: list[Layer] | tuple[Layer, ...]) -> list[str]:
     return names
 
 
+def drop_auto_names(layers: list[Layer] | tuple[Layer, ...]) -> list[Layer]:
+    """The layers with each name the model would give anyway left unset, so equal models compare equal."""
+    auto = keras_names([dataclasses.replace(layer, name=None) for layer in layers])
+    return [dataclasses.replace(layer, name=None) if layer.name == a else layer for layer, a in zip(layers, auto)]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A whole model: input shape (H, W, C) and the layers in order."""
