@@ -318,12 +318,14 @@ def test_vector_input_models_load(tmp_path):
                                atol=ATOL, rtol=0)
 
 
-def test_functional_models_are_refused_by_name(tmp_path):
-    inputs = keras.Input((8, 8, 3))
-    kmodel = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
-    kmodel.save(tmp_path / "f.keras")
-    with pytest.raises(ValueError, match=r"Sequential.*Received: class_name='Functional'"):
-        load_keras(tmp_path / "f.keras")
+def test_other_model_classes_are_refused_by_name(tmp_path):
+    path = _keras_file(tmp_path, keras.layers.Dense(2), shape=(4,))
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    config["class_name"] = "MyModel"
+    with pytest.raises(ValueError, match=r"Sequential.*Received: class_name='MyModel'"):
+        from cnnlab.runs.keras_config import read_config
+        read_config(config)
 
 
 def test_damaged_files_are_named(tmp_path):
