@@ -178,15 +178,18 @@ class Model(Trainer):
     # --- inference, training, files -----------------------------------------------------------
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray | list[np.ndarray]:
         """Class probabilities, or the outputs themselves; a list of arrays for several outputs.
-        Image outputs are channels-last (N, H, W, C), as Keras gives them."""
+        Outputs are in Keras's layout: images channels-last (N, H, W, C), flattened features in HWC order."""
         if self._output_count() == 1:
-            return _channels_last(super().predict(x, batch_size, verbose))
-        xs = self._device_images(x)
-        device = next(self.module.parameters(), torch.zeros(0)).device
-        self.module.eval()
-        with torch.inference_mode():
-            parts = [self.module(scale(xs[i:i + batch_size].to(device))) for i in range(0, len(xs), batch_size)]
-        return [_channels_last(torch.cat([p[j] for p in parts]).float().cpu().numpy()) for j in range(len(self._outputs))]
+            outs = [super().predict(x, batch_size, verbose)]
+        else:
+            xs = self._device_images(x)
+            device = next(self.module.parameters(), torch.zeros(0)).device
+            self.module.eval()
+            with torch.inference_mode():
+                parts = [self.module(scale(xs[i:i + batch_size].to(device))) for i in range(0, len(xs), batch_size)]
+            outs = [torch.cat([p[j] for p in parts]).float().cpu().numpy() for j in range(len(self._outputs))]
+        outs = [_channels_last(o) if t._perm is None else o[:, np.argsort(t._perm)] for o, t in zip(outs, self.outputs)]
+        return outs[0] if self._output_count() == 1 else outs
 
     def _output_count(self) -> int:
         return len(self._outputs)
