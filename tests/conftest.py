@@ -1,8 +1,9 @@
-"""Shared fixtures: small real MNIST slices, so tests train on real digits in seconds."""
+"""Shared fixtures: small real MNIST slices, and one tiny trained run that CLI, export and web tests share."""
 import importlib.util
 
 import numpy as np
 import pytest
+import web_support
 
 from cnnlab.datasets import registry
 
@@ -24,3 +25,9 @@ def small(mnist):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The seed CNN after one epoch on 3,000 MNIST digits, trained once per session (the web tests' too)."""
+    return web_support.tiny_run(tmp_path_factory.mktemp("tiny"))

@@ -98,5 +98,8 @@ def test_keras_reference_result_shape_when_installed():
 def test_memory_helpers():
     peers.reset_peak_rss()  # may be unsupported; must not raise either way
     peak = peers.peak_rss_mb()
-    assert peak is None or peak > 1  # a Python process with torch loaded holds well over 1 MiB
+    if sys.platform.startswith("linux"):  # read from /proc: there is always an answer
+        assert peak is not None and peak > 50  # a Python process with torch loaded holds well over 50 MiB
+    else:
+        assert peak is None or peak > 50
     assert peers.cuda_peak_mb("cpu") is None

@@ -237,6 +237,7 @@ def wait_for_checkpoint(path: Path, proc: subprocess.Popen, newer_than: tuple[in
     raise TimeoutError(f"no checkpoint past {newer_than} at {path}")
 
 
+@pytest.mark.slow  # real processes (torchrun, signals): an integration test
 def test_ctrl_c_then_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(mnist, tmp_path):
     out = tmp_path / "run"
     ckpt = partial_folder(out) / CHECKPOINT_FILE

@@ -68,6 +68,7 @@ def two_process_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # real processes (torchrun, signals): an integration test
 def test_two_processes_train_the_single_process_model(two_process_run, tmp_path):
     data = load("mnist")
     data = dataclasses.replace(data, x_train=data.x_train[:2008], y_train=data.y_train[:2008])
@@ -87,6 +88,7 @@ def test_two_processes_train_the_single_process_model(two_process_run, tmp_path)
     assert not two_process_run.with_name("run.partial").exists()
 
 
+@pytest.mark.slow  # real processes (torchrun, signals): an integration test
 def test_two_processes_stopped_by_ctrl_c_resume_to_the_same_weights(two_process_run, tmp_path):
     out = tmp_path / "run"
     checkpoint = out.with_name("run.partial") / CHECKPOINT_FILE

@@ -8,6 +8,7 @@ from cnnlab.spec import zoo
 from cnnlab.spec.build import build, keras_init_
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import to_device_images
+from cnnlab.train.early_stopping import EarlyStopping
 from cnnlab.train.fit import fit
 
 
@@ -102,8 +103,19 @@ def test_early_stopping_restores_best_weights(small):
     best = int(np.argmin(h.history["val_loss"]))
     assert h.best_epoch == best + 1
     assert torch.equal(weights(module), snapshots[best])
-    if h.stopped_early:
-        assert len(h.history["loss"]) == best + 2
+    assert h.stopped_early and len(h.history["loss"]) == best + 2  # patience 0: the first worse epoch stops it
+
+
+def test_early_stopping_counts_patience_on_the_monitored_value():
+    stopper = EarlyStopping("val_accuracy", patience=1)
+    module = torch.nn.Linear(1, 1)
+    stops = [stopper.update(epoch, {"val_accuracy": acc}, module)
+             for epoch, acc in enumerate([0.5, 0.7, 0.6, 0.8, 0.79, 0.78], start=1)]
+    assert stops == [False, False, False, False, False, True]  # higher is better for accuracies
+    assert stopper.best_epoch == 4 and stopper.best == -0.8
+    assert not EarlyStopping("val_loss", patience=None).update(1, {}, module)  # off: nothing is monitored
+    with pytest.raises(ValueError, match="no validation data"):
+        EarlyStopping("val_loss", patience=2).update(1, {"loss": 1.0}, module)
 
 
 def test_non_finite_images_are_refused_before_training(small):
@@ -131,11 +143,16 @@ def test_every_optimizer_learns(small, optimizer):
     assert h.history["accuracy"][-1] > 0.6, h.history
 
 
-def test_one_hot_targets_and_label_smoothing(small):
+def test_one_hot_targets_train_exactly_like_integer_labels(small):
     x, y, _, _ = small
     onehot = np.eye(10, dtype=np.float32)[y[:300]]
-    h = fit(seed_module(), x[:300], onehot, TrainConfig(epochs=1, batch_size=100, label_smoothing=0.1))
-    assert 0 <= h.history["accuracy"][0] <= 1
+    config = TrainConfig(epochs=1, batch_size=100, label_smoothing=0.1, precision="fp32")
+    by_index, by_onehot = seed_module(), seed_module()
+    h_index = fit(by_index, x[:300], y[:300], config)
+    h_onehot = fit(by_onehot, x[:300], onehot, config)
+    assert h_onehot.history["loss"] == pytest.approx(h_index.history["loss"], rel=1e-5)
+    assert h_onehot.history["accuracy"] == h_index.history["accuracy"]
+    torch.testing.assert_close(weights(by_onehot), weights(by_index))
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -17,11 +17,14 @@ import web_support  # noqa: E402
 from web_api_support import drawing_png, error_of, upload  # noqa: E402
 
 from cnnlab import explain  # noqa: E402
-from cnnlab.datasets.image_files import to_model_input  # noqa: E402
+from cnnlab.datasets.image_files import (
+    MAX_PIXELS,  # noqa: E402
+    to_model_input,  # noqa: E402
+)
 from cnnlab.models import load_model  # noqa: E402
 from cnnlab.spec.summary import summary_dict  # noqa: E402
 from cnnlab.web.encode import GAP, VIRIDIS  # noqa: E402
-from cnnlab.web.uploads import MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_PIXELS  # noqa: E402
+from cnnlab.web.uploads import MAX_BODY_BYTES, MAX_IMAGE_BYTES  # noqa: E402
 
 
 # --- predict --------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from cnnlab.bench.peers import cuda_peak_mb, peak_rss_mb, reset_peak_rss
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.registry import load
 from cnnlab.spec import zoo
-from cnnlab.spec.build import build, keras_init_
-from cnnlab.train.config import TrainConfig
+from cnnlab.spec.build import new_module
+from cnnlab.train.config import recipe_config
 from cnnlab.train.device_data import targets_tensor, to_device_images
 from cnnlab.train.fit import configure_cpu_threads, evaluate_tensors, fit, resolve_device
 
@@ -32,9 +32,8 @@ def cnnlab_run(data: Dataset, *, model: str = "seed", target: float = 0.99, devi
     """Train `model` with cnnlab's recipe (its zoo recipe, then `overrides`) and time it to `target`."""
     dev = resolve_device(device)
     spec, recipe = zoo.resolve(model, data.input_shape, len(data.class_names))
-    config = TrainConfig(**{"device": str(dev), **recipe, **overrides})
-    module = build(spec)
-    keras_init_(module, config.seed)
+    config = recipe_config(recipe, **{"device": str(dev), **overrides})
+    module = new_module(spec, config.seed)
     x_test, y_test = to_device_images(data.x_test, dev), targets_tensor(data.y_test, dev)
     accs: list[float] = []
     times: list[float] = []

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -38,86 +38,6 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 # --- commands -------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.cli import data as data_cli
-    from cnnlab.cli import export as export_cli
-    from cnnlab.datasets.registry import load_any
-    from cnnlab.runs import run_folder
-    from cnnlab.spec import zoo
-    from cnnlab.train.config import recipe_config
-
-    if args.nproc and not export_cli.under_torchrun():
-        return export_cli.launch_processes(args)  # torchrun runs this same command in --nproc processes
-    with export_cli.session(args) as session:  # the DDP group under torchrun; checkpoints; --resume
-        if args.resume:
-            return _train_and_report(args, session, *session.resume())
-        say = (lambda *a: None) if args.quiet or not session.is_main else (lambda *a: print(*a, flush=True))
-        data = load_any(args.data, args.data_dir, **data_cli.folder_options(args))
-        if args.subset is not None:
-            data = data.subset(args.subset)
-        folder_options = data_cli.train_options(args, data, say)  # class weights, augmentation; prints the folder report
-        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        config = recipe_config({**recipe, **folder_options}, seed=args.seed, **train_choices(args))
-        out = Path(args.out) if args.out else run_folder.default_run_dir(args.data if not Path(args.data).is_dir()
-                                                                    else Path(args.data).name, args.model if args.model in zoo.ZOO else "custom")
-        if out.exists():
-            raise FileExistsError(f"run folder {out} already exists; choose another --out")
-        return _train_and_report(args, session, data, spec, config, out, args.model)
-
-
-def train_choices(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig fields set by `cnnlab train` flags (None: not given, the recipe decides)."""
-    return {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
-            "schedule": args.schedule, "label_smoothing": args.label_smoothing,
-            "validation_split": args.validation_split, "early_stopping_patience": args.early_stopping,
-            "monitor": args.monitor, "device": args.device, "deterministic": args.deterministic or None,
-            "precision": args.precision}
-
-
-def _train_and_report(args: argparse.Namespace, session: Any, data: Any, spec: Any, config: Any, out: Path,
-                      model_name: str) -> int:
-    import shutil
-
-    from cnnlab.cli import data as data_cli
-    from cnnlab.runs import run_folder
-    from cnnlab.spec.summary import summary_text
-    from cnnlab.train.fit import check_trainable, resolve_device
-    from cnnlab.train.progress import progress_callbacks
-
-    device = resolve_device(config.device)  # bad settings fail here, before any folder is made
-    check_trainable(config, has_validation=data.x_val is not None)
-    quiet = args.quiet or not session.is_main  # under DDP only rank 0 talks
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    if args.resume:
-        say(session.describe_resume())
-    say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
-        f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
-    say(summary_text(spec))
-    say(f"training: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, {config.optimizer} "
-        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
-        + (f", {session.dist.world_size} processes ({config.batch_size / session.dist.world_size:g} images each per step)"
-           if session.dist else ""))
-    checkpoint = session.checkpointer(data, spec, config, out, model_name)
-    on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
-    try:
-        with checkpoint.catch_signals():
-            folder, history, evaluation = run_folder.train_run(data, spec, config, out, model_name=model_name, on_step=on_step,
-                                                         on_epoch=on_epoch, checkpoint=checkpoint, dist=session.dist)
-    except Exception:
-        if checkpoint.saved is None and session.is_main and not args.resume:  # nothing worth resuming
-            shutil.rmtree(checkpoint.folder, ignore_errors=True)
-        raise
-    finally:
-        close()
-    if evaluation is None:  # a DDP rank other than 0: rank 0 reports
-        return 0
-    seconds = sum(history.history.get("seconds", []))
-    print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
-          f"(trained {seconds:.1f}s)  run saved to {folder}")
-    data_cli.print_bad_files(data)
-    return 0
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnlab.runs import model_file
     from cnnlab.spec import zoo
@@ -248,30 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         commands[name] = fn
         return sub.add_parser(name, help=help, description=help)
 
-    p = add("train", cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)")
-    _add_data(p)
-    p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
-    p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 128)")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="default adam")
-    p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
-    p.add_argument("--schedule", choices=["onecycle", "constant", "cosine"], help="default: onecycle unless --lr")
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
-    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
-    p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "loss", "accuracy"])
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
-    p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
-    p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
-    p.add_argument("--quiet", action="store_true", help="print only the final line")
     from cnnlab.cli import data as data_cli
     from cnnlab.cli import export as export_cli
-    from cnnlab.cli.export import add_export_arguments, cmd_export
-    data_cli.add_train_arguments(p)
-    export_cli.add_train_arguments(p)  # last: it records the train defaults that --resume compares with
+    from cnnlab.cli import train as train_cli
+    train_cli.add_train_arguments(add("train", train_cli.cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)"))
 
     p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
     p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
@@ -315,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.cli.serve import add_serve_arguments
     add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
                             "response, train and watch live (needs the web extra)"))
-    add_export_arguments(add("export", cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
+    export_cli.add_export_arguments(add("export", export_cli.cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
     parser.set_defaults(commands=commands)
     return parser
 

@@ -1,9 +1,10 @@
 """Read image files and turn them into the input a trained model expects (size, colour, scale)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +28,10 @@ class BadImageError(ImageError):
         self.reason = reason
 
 
+class TooManyPixels(BadImageError):
+    """An image whose header claims more pixels than cnnlab decodes (a possible decompression bomb)."""
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Decode an image file (first frame of a GIF) with EXIF orientation applied.
 
@@ -35,18 +40,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise BadImageError(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise BadImageError(path, f"{img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
-                                          "(refused as a possible decompression bomb)")
-            if img.width * img.height > MAX_PIXELS_PER_BYTE * path.stat().st_size:
-                raise BadImageError(path, f"its header claims {img.width}x{img.height} pixels, more than a "
-                                          f"{path.stat().st_size:,}-byte file can hold; the file is damaged")
-            img.seek(0)
-            img.load()  # decode now, so truncated or corrupt data fails here and not later
-            return ImageOps.exif_transpose(img)
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            return _decode(file, size, path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image {str(path)!r} not found") from None
     except PermissionError:
@@ -55,15 +51,44 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise BadImageError(path, "is a folder, not an image file") from None
     except UnidentifiedImageError:
         raise BadImageError(path, _not_an_image(path)) from None
-    except Image.DecompressionBombError as exc:
-        raise BadImageError(path, f"refused as a possible decompression bomb ({exc})") from None
-    except BadImageError:
+
+
+def decode_bytes(raw: bytes, name: str = "image", formats: list[str] | None = None) -> Image.Image:
+    """`open_image` for bytes already in memory (an upload); `formats` limits the decoders Pillow may try."""
+    try:
+        return _decode(io.BytesIO(raw), len(raw), name, formats)
+    except UnidentifiedImageError:
+        raise BadImageError(name, "not an image Pillow can read") from None
+
+
+def _decode(file: BinaryIO, size: int, name: str | os.PathLike, formats: list[str] | None = None) -> Image.Image:
+    """The one decoder: pixel limits checked from the header before any pixel is decoded."""
+    if size == 0:
+        raise BadImageError(name, "empty file (0 bytes)")
+    try:
+        img = Image.open(file, formats=formats)
+        if img.width * img.height > MAX_PIXELS:
+            raise TooManyPixels(name, f"{img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit "
+                                      "(refused as a possible decompression bomb)")
+        if img.width * img.height > MAX_PIXELS_PER_BYTE * size:
+            raise BadImageError(name, f"its header claims {img.width}x{img.height} pixels, more than a "
+                                      f"{size:,}-byte file can hold; the file is damaged")
+        img.seek(0)
+        img.load()  # decode now, so truncated or corrupt data fails here and not later
+        return ImageOps.exif_transpose(img)
+    except (BadImageError, UnidentifiedImageError):
         raise
-    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
-        text = str(exc) or type(exc).__name__
-        if "truncated" in text.lower():
-            raise BadImageError(path, "truncated image data (an incomplete download or copy?)") from None
-        raise BadImageError(path, f"corrupt image data ({text})") from None
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(name, f"refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types (SyntaxError, struct.error...) on bad data
+        raise _damaged(name, exc) from None
+
+
+def _damaged(name: str | os.PathLike, exc: BaseException) -> BadImageError:
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower():
+        return BadImageError(name, "truncated image data (an incomplete download or copy?)")
+    return BadImageError(name, f"corrupt image data ({text})")
 
 
 def _not_an_image(path: Path) -> str:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.spec import layers as L
 from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config

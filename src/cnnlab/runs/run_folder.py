@@ -18,18 +18,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cnnlab.runs import model_file
-from cnnlab.runs.predict import probabilities
-from cnnlab.explain import metrics, plots
 from cnnlab.datasets import registry
 from cnnlab.datasets.dataset import Dataset
+from cnnlab.explain import metrics, plots
 from cnnlab.fsutil import atomic_dir
+from cnnlab.runs import model_file
+from cnnlab.runs.predict import probabilities
+from cnnlab.spec.build import new_module
 from cnnlab.spec.layers import ModelSpec
-from cnnlab.spec.build import build, keras_init_
 from cnnlab.spec.summary import summary_dict, summary_text
-from cnnlab.train.device_data import eval_images, targets_tensor
-from cnnlab.train.fit import EpochCallback, History, StepCallback, fit, predict_logits, resolve_device
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.device_data import eval_images, targets_tensor
+from cnnlab.train.fit import (
+    EpochCallback,
+    History,
+    StepCallback,
+    fit,
+    loss_and_accuracy,
+    predict_logits,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from cnnlab.train.checkpoints import Checkpointer
@@ -61,13 +69,12 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
     """Test loss, accuracy, probabilities, confusion matrix and per-class report in one pass."""
     device = next(module.parameters()).device
     logits = predict_logits(module, eval_images(x, device), batch_size)
-    yt = targets_tensor(y, logits.device)
-    loss = torch.nn.functional.cross_entropy(logits, yt).item()
+    loss, accuracy = loss_and_accuracy(logits, targets_tensor(y, logits.device))
     probs = probabilities(logits).cpu().numpy()
-    pred = logits.argmax(1).cpu().numpy()
+    pred = probs.argmax(1)
     y = np.asarray(y)
     cm = metrics.confusion_matrix(y, pred, len(class_names))
-    return Evaluation(loss, metrics.accuracy(y, pred), probs, y, cm, metrics.classification_report(y, pred, class_names))
+    return Evaluation(loss, accuracy, probs, y, cm, metrics.classification_report(y, pred, class_names))
 
 
 def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
@@ -86,10 +93,7 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
     resolve_device(config.device)  # fail on a bad device before any work
-    if config.seed is not None:
-        torch.manual_seed(config.seed)
-    module = build(spec)
-    keras_init_(module, config.seed)
+    module = new_module(spec, config.seed)
     started = time.perf_counter()
     validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/
     history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=on_step,

@@ -270,3 +270,12 @@ def place(module: nn.Module, device: torch.device) -> nn.Module:
     """Move a module to `device` in channels_last memory: the layout every cnnlab input batch has,
     so training, evaluation and a reloaded model all run the same kernels (identical predictions)."""
     return module.to(device=device, memory_format=torch.channels_last)
+
+
+def new_module(spec: L.ModelSpec, seed: int | None = None) -> nn.Sequential:
+    """A fresh, Keras-initialised module for `spec`: what every front end trains (the same seed, the same weights)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = build(spec)
+    keras_init_(module, seed)
+    return module

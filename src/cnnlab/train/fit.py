@@ -277,6 +277,9 @@ def predict_logits(module: nn.Module, x: torch.Tensor | np.memmap, batch_size: i
 def evaluate_tensors(module: nn.Module, x: torch.Tensor | np.memmap, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `module` on device tensors (or host memmap images, see predict_logits)."""
     logits = predict_logits(module, x, batch_size)
-    y = y.to(logits.device)
-    loss = F.cross_entropy(logits, y).item()
-    return loss, _correct(logits, y).item() / max(len(y), 1)
+    return loss_and_accuracy(logits, y.to(logits.device))
+
+
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of logits against integer or one-hot targets: every evaluation's rule."""
+    return F.cross_entropy(logits, y).item(), _correct(logits, y).item() / max(len(y), 1)

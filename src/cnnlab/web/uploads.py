@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from cnnlab.datasets.image_files import BadImageError, TooManyPixels, decode_bytes
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024  # an encoded photo from a phone fits; more is not a digit
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024  # the same image as base64 inside JSON
-MAX_PIXELS = 40_000_000  # decoded size; a 1 KB PNG can claim 100,000 x 100,000 pixels
 
 # Magic numbers: a name or a Content-Type header says nothing about what the bytes are.
 SIGNATURES: dict[bytes, str] = {
@@ -38,8 +38,12 @@ def sniff(raw: bytes) -> str | None:
     return next((fmt for magic, fmt in SIGNATURES.items() if raw.startswith(magic)), None)
 
 
-def decode_image(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Bytes of an image file -> a loaded PIL image, EXIF orientation applied, first frame of an animation."""
+def decode_image(raw: bytes) -> Image.Image:
+    """Bytes of an image file -> a loaded PIL image, EXIF orientation applied, first frame of an animation.
+
+    Decoding is `cnnlab.datasets.image_files`' (one decoder, one pixel limit); this adds the byte limit,
+    the format sniffed from the bytes, and the HTTP status of each refusal.
+    """
     if not raw:
         raise UploadError(400, "the image is empty (0 bytes)")
     if len(raw) > MAX_IMAGE_BYTES:
@@ -48,17 +52,11 @@ def decode_image(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if fmt is None:
         raise UploadError(415, "not an image this server reads: expected PNG, JPEG, GIF, BMP or WEBP bytes")
     try:
-        img = Image.open(io.BytesIO(raw), formats=[fmt])
-        # The header is read, the pixels are not: refuse a bomb before decoding it.
-        if img.width * img.height > max_pixels:
-            raise UploadError(413, f"the image is {img.width}x{img.height} pixels; the limit is {max_pixels:,} pixels")
-        img.seek(0)
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except UploadError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise UploadError(400, f"damaged or truncated {fmt} image ({exc})") from None
+        return decode_bytes(raw, f"the {fmt} image", formats=[fmt])
+    except TooManyPixels as exc:
+        raise UploadError(413, str(exc)) from None
+    except BadImageError as exc:
+        raise UploadError(400, str(exc)) from None
 
 
 def image_from_json(body: bytes) -> bytes:

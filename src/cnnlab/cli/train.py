@@ -1,0 +1,195 @@
+"""`cnnlab train`: its flags, turned into typed choices for the core (recipe, data policy, session), and its report."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cnnlab.train.config import MONITORS, PRECISIONS, TrainConfig, recipe_config
+from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES, DataPolicy
+from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+
+# Settings a resumed run may change: how it runs, not what it trains.
+RESUME_MAY_SET = {"resume", "quiet", "nproc", "checkpoint_every", "device"}
+# Augmentation flags -> AugmentOptions fields
+AUGMENT_FLAGS = {"shift": "shift", "rotation": "rotation", "zoom": "zoom", "flip": "horizontal_flip",
+                 "brightness": "brightness", "contrast": "contrast"}
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an image size like 64x64 (height x width), got {text!r}") from None
+    if min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return h, w
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="mnist", help="built-in dataset name or image folder (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files, when not in the usual places")
+    p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
+    p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="default: onecycle unless --lr")
+    p.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="soften the one-hot targets to 1-EPS (default 0.1; it raises the training loss, not the test loss)")
+    p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
+    p.add_argument("--monitor", choices=MONITORS, help="what --early-stopping watches (default val_loss)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
+    p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+
+    g = p.add_argument_group("image folders (--data DIR)")
+    g.add_argument("--image-size", type=_image_size, metavar="HxW",
+                   help="resize every image to this (default: chosen from the data and printed)")
+    g.add_argument("--color", choices=["auto", "rgb", "grayscale"], default="auto",
+                   help="colour mode (default auto: grayscale when every image is gray)")
+    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode once into a file in the cache folder and read batches from it instead of holding "
+                        "the images in memory (default: only when they would need over half the free memory)")
+    g.add_argument("--class-weight", choices=CLASS_WEIGHT_MODES, default="auto",
+                   help="weight the loss per class: auto (default) does it when the largest class has more than "
+                        "1.5x the images of the smallest; balanced always; none never")
+    a = p.add_argument_group("augmentation (random changes to each training batch)")
+    a.add_argument("--augment", nargs="?", const="auto", choices=AUGMENT_CHOICES,
+                   help="turn it on: digits (shift, rotation, zoom) or photos (also flips, brightness, contrast); "
+                        "auto picks digits for grayscale data, photos for colour")
+    a.add_argument("--shift", type=float, metavar="FRACTION", help="largest shift, a fraction of the size (0.1)")
+    a.add_argument("--rotation", type=float, metavar="DEGREES", help="largest rotation either way (10)")
+    a.add_argument("--zoom", type=float, metavar="FRACTION", help="largest zoom in or out (0.1)")
+    a.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (off for digits, on for photos)")
+    a.add_argument("--brightness", type=float, metavar="DELTA", help="largest brightness change, pixels in [0, 1]")
+    a.add_argument("--contrast", type=float, metavar="FRACTION", help="largest contrast change")
+    g = p.add_argument_group("long runs: checkpoints, resuming, reproducibility, several processes")
+    g.add_argument("--resume", metavar="RUN", help="continue an interrupted run (runs/NAME) from its last checkpoint; "
+                   "every setting comes from that run")
+    g.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="checkpoint every STEPS steps as well as after each epoch (default: after each epoch)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="bit-identical weights when the same command runs again (CPU; CUDA where PyTorch can)")
+    g.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine with "
+                   "DistributedDataParallel (runs torchrun); --batch-size stays the global batch")
+    p.set_defaults(train_defaults=vars(p.parse_args([])))  # last: what --resume compares the flags with
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.datasets.registry import load_any
+    from cnnlab.runs import run_folder
+    from cnnlab.runs.session import DataSource, session
+    from cnnlab.spec import zoo
+    from cnnlab.train.data_policy import data_choices
+    from cnnlab.train.distributed import launch, under_torchrun
+
+    if args.nproc and not under_torchrun():
+        return launch(args.argv, args.nproc)  # torchrun runs this same command in --nproc processes
+    with session(args.device) as run:  # the DDP group under torchrun; checkpoints; --resume
+        if args.resume:
+            _refuse_new_settings(args)
+            resumed = run.resume(args.resume, args.checkpoint_every, args.device)
+            return _train_and_report(args, run, resumed.data, resumed.spec, resumed.config, resumed.out,
+                                     resumed.model_name, None)
+        say = _printer(args.quiet or not run.is_main)
+        source = DataSource(args.data, args.data_dir, folder_options(args), args.subset)
+        data = load_any(args.data, args.data_dir, **folder_options(args))
+        if args.subset is not None:
+            data = data.subset(args.subset)
+        for line in _folder_report(data):
+            say(line)
+        chosen, said = data_choices(data, data_policy(args))  # class weights, augmentation
+        for line in said:
+            say(line)
+        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
+        config = train_config(args, recipe, chosen)
+        name = args.data if not Path(args.data).is_dir() else Path(args.data).name
+        out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
+        if out.exists():
+            raise FileExistsError(f"run folder {out} already exists; choose another --out")
+        return _train_and_report(args, run, data, spec, config, out, args.model, source)
+
+
+def folder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How to read an image folder (`load_folder`'s options) from the flags."""
+    return {"image_size": args.image_size, "color": args.color, "stream": args.stream}
+
+
+def data_policy(args: argparse.Namespace) -> DataPolicy:
+    given = {field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items() if getattr(args, flag) is not None}
+    return DataPolicy(class_weight=args.class_weight, augment=args.augment, augment_options=given)
+
+
+def train_config(args: argparse.Namespace, recipe: dict[str, Any], data_chosen: dict[str, Any]) -> TrainConfig:
+    """The flags over the model's recipe and what the data called for (class weights, augmentation)."""
+    return recipe_config({**recipe, **data_chosen}, seed=args.seed, **train_choices(args))
+
+
+def train_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set by flags (None: not given, the recipe decides)."""
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "schedule": args.schedule, "label_smoothing": args.label_smoothing,
+            "validation_split": args.validation_split, "early_stopping_patience": args.early_stopping,
+            "monitor": args.monitor, "device": args.device, "deterministic": args.deterministic or None,
+            "precision": args.precision}
+
+
+def _refuse_new_settings(args: argparse.Namespace) -> None:
+    changed = sorted(k for k, v in args.train_defaults.items()
+                     if k not in RESUME_MAY_SET and getattr(args, k, v) != v)
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise ValueError(f"--resume takes every setting from the interrupted run; drop {flags}")
+
+
+def _printer(quiet: bool):
+    return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+
+def _folder_report(data: Any) -> list[str]:
+    report = getattr(data, "report", None)  # an image folder says what it found, chose and skipped
+    return report.lines() if report is not None else []
+
+
+def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, config: Any, out: Path,
+                      model_name: str, source: Any) -> int:
+    from cnnlab.spec.summary import summary_text
+    from cnnlab.train.fit import check_trainable, resolve_device
+    from cnnlab.train.progress import progress_callbacks
+
+    device = resolve_device(config.device)  # bad settings fail here, before any folder is made
+    check_trainable(config, has_validation=data.x_val is not None)
+    quiet = args.quiet or not run.is_main  # under DDP only rank 0 talks
+    say = _printer(quiet)
+    if args.resume:
+        say(run.describe_resume())
+    say(f"data: {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test images, "
+        f"{'x'.join(map(str, data.input_shape))}, {len(data.class_names)} classes) from {data.source}")
+    say(summary_text(spec))
+    say(f"training: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, {config.optimizer} "
+        f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
+        + (f", {run.dist.world_size} processes ({config.batch_size / run.dist.world_size:g} images each per step)"
+           if run.dist else ""))
+    on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
+    try:
+        folder, history, evaluation = run.train(data, spec, config, out, model_name, source=source,
+                                                checkpoint_every=args.checkpoint_every, on_step=on_step,
+                                                on_epoch=on_epoch)
+    finally:
+        close()
+    if evaluation is None:  # a DDP rank other than 0: rank 0 reports
+        return 0
+    seconds = sum(history.history.get("seconds", []))
+    print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
+          f"(trained {seconds:.1f}s)  run saved to {folder}")
+    report = getattr(data, "report", None)
+    if report is not None and report.bad_files:
+        print(report.bad_files_text())
+    return 0
