@@ -47,7 +47,7 @@ class SpecRequest(BaseModel):
 
 class TrainRequest(SpecRequest):
     epochs: int = Field(2, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65536)
+    batch_size: int = Field(128, ge=1, le=4096)  # until cnnlab.spec.memory can budget a request
     optimizer: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: one-cycle schedule")
     limit_train: int | None = Field(None, ge=1, description="train on the first N training images only")

@@ -2,6 +2,7 @@
 import { $, api, el, pct, postJSON, refreshServed } from "./common.js";
 import { lineChart } from "./charts.js";
 import { loadModel, summaryTable } from "./model.js";
+import { predictAgain } from "./try.js";
 
 // --- train --------------------------------------------------------------------------------------
 let options = null, specOk = false, specTimer = null, events = null;
@@ -176,8 +177,7 @@ async function serveRun(name) {
     return;
   }
   await refreshServed();
-  resetPrediction();
-  if (items.length) schedulePredict();
+  predictAgain();
   loadRuns();
   if (!$("#view-model").hidden) loadModel();
 }

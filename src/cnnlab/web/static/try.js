@@ -135,6 +135,12 @@ async function sendPredict() {
   }
 }
 
+// After the served model changed: clear the old answer, and ask the new model about the pad's image.
+export function predictAgain() {
+  resetPrediction();
+  if (items.length) schedulePredict();
+}
+
 function resetPrediction() {
   generation += 1;  // answers to requests sent before the reset are dropped
   $("#top-class").textContent = "–";
