@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -143,10 +144,19 @@ def test_page_and_docs_are_served_from_here(client):
     assert page.status_code == 200 and "<canvas" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    for src in ("/static/app.js", "/static/try.js", "/static/model.js", "/static/train.js", "/static/charts.js",
-                "/static/style.css", "/static/favicon.svg"):
+    assert '<script type="module" src="/static/app.js">' in page.text
+    for src in ("/static/style.css", "/static/favicon.svg"):
         assert src in page.text
         assert client.get(src).status_code == 200, src
+    # the modules app.js imports, followed import by import: each is served, as JavaScript
+    seen, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        script = client.get(f"/static/{name}")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
+        todo += [n for n in re.findall(r'^import .* from "\./([\w-]+\.js)";$', script.text, re.M) if n not in seen]
+    assert seen == {"app.js", "common.js", "try.js", "model.js", "train.js", "charts.js"}
     assert "http" not in page.text.replace("http-equiv", "")
     docs = client.get("/docs")
     assert docs.status_code == 200

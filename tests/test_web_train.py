@@ -60,6 +60,7 @@ def test_spec_errors_are_inline_messages(client, body, status, words):
     ({"model": "seed", "epochs": 0}, 422, "epochs"),
     ({"model": "seed", "epochs": "two"}, 422, "epochs"),
     ({"model": "seed", "batch_size": -1}, 422, "batch_size"),
+    ({"model": "seed", "batch_size": 4097}, 422, "batch_size"),
     ({"model": "seed", "optimizer": "magic"}, 422, "optimizer"),
     ({"model": "seed", "lr": -0.1}, 422, "lr"),
     ({"model": "seed", "limit_train": 0}, 422, "limit_train"),

@@ -41,18 +41,37 @@ class ServeRequest(BaseModel):
 
 
 class SpecRequest(BaseModel):
-    model: str = Field(max_length=20_000, description="zoo name, JSON layer list or compact spec")
+    model: str = Field(min_length=1, max_length=20_000, description="zoo name, JSON layer list or compact spec")
     data: str = Field("mnist", description="dataset name from GET /api/train/options (gives the input shape)")
 
 
 class TrainRequest(SpecRequest):
     epochs: int = Field(2, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=65536)
+    batch_size: int = Field(128, ge=1, le=4096)  # until cnnlab.spec.memory can budget a request
     optimizer: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: one-cycle schedule")
     limit_train: int | None = Field(None, ge=1, description="train on the first N training images only")
     limit_test: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
     seed: int | None = 0
+
+
+class ErrorReply(BaseModel):
+    error: str = Field(description="one line saying what was wrong and what was expected")
+    detail: list[dict[str, Any]] | None = Field(None, description="422 from schema checks: each problem")
+
+
+# Status codes beyond 200 each route can answer; the guards add theirs to every route (see _document).
+ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("POST", "/api/predict"): (404, 413, 415, 422, 503), ("GET", "/api/explain/maps"): (404, 422),
+    ("GET", "/api/model"): (404,), ("POST", "/api/model"): (404, 422),
+    ("GET", "/api/model/examples"): (404, 422, 501), ("POST", "/api/spec"): (404, 422, 501),
+    ("POST", "/api/train"): (404, 409, 422, 501), ("POST", "/api/train/stop"): (409,)}
+GUARD_ERRORS = {"GET": (400,), "POST": (400, 403, 408, 411, 413)}  # Host; Origin, body time, length, size
+STATUS_TEXT = {400: "bad request (Host header, malformed or too deeply nested body)", 403: "request from another site's page",
+               404: "no such run, dataset or image; or no model served", 408: "the body took over 10 s to arrive",
+               409: "a training job is (not) running", 411: "no Content-Length", 413: "body or image too large",
+               415: "not an image type this server reads", 422: "a value out of range or an invalid spec",
+               501: "an optional part of cnnlab is not installed", 503: "busy: retry after Retry-After seconds"}
 
 
 class ServerState:
@@ -126,7 +145,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         return FileResponse(STATIC / "index.html")
 
     # --- try the model ---------------------------------------------------------------------
-    @app.post("/api/predict", openapi_extra=_PREDICT_BODY,
+    @app.post("/api/predict", responses=_responses("POST", "/api/predict"), openapi_extra=_PREDICT_BODY,
               summary="classify an image (multipart 'file' or JSON base64)")
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
                       echo: bool = Query(False, description="also return the input the model received, as a PNG")
@@ -141,43 +160,43 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         body["milliseconds"] = round((time.perf_counter() - started) * 1000, 2)
         return JSONResponse(body)
 
-    @app.get("/api/explain/maps", summary="response maps of every conv/pool layer for an image predicted before")
+    @app.get("/api/explain/maps", responses=_responses("GET", "/api/explain/maps"), summary="response maps of every conv/pool layer for an image predicted before")
     def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:
         return state.served.maps(image)
 
     # --- the model and the runs --------------------------------------------------------------
-    @app.get("/api/model", summary="the served model: summary, metrics, history, confusion matrix")
+    @app.get("/api/model", responses=_responses("GET", "/api/model"), summary="the served model: summary, metrics, history, confusion matrix")
     def model() -> dict[str, Any]:
         return state.served.describe()
 
-    @app.post("/api/model", summary="serve another run")
+    @app.post("/api/model", responses=_responses("POST", "/api/model"), summary="serve another run")
     def switch(req: ServeRequest) -> dict[str, Any]:
         return state.serve(req.run).describe()
 
-    @app.get("/api/model/examples", summary="test images of one confusion-matrix cell")
+    @app.get("/api/model/examples", responses=_responses("GET", "/api/model/examples"), summary="test images of one confusion-matrix cell")
     def examples(true: int = Query(..., ge=0), predicted: int = Query(..., ge=0),
                  limit: int = Query(48, ge=1, le=500)) -> dict[str, Any]:
         return state.served.examples(state.data, true, predicted, limit)
 
-    @app.get("/api/runs", summary="run folders with their key metrics")
+    @app.get("/api/runs", responses=_responses("GET", "/api/runs"), summary="run folders with their key metrics")
     def run_list() -> dict[str, Any]:
         return {"runs": state.runs.list(), "served": state.served_name}
 
     # --- train ----------------------------------------------------------------------------------
-    @app.get("/api/train/options", summary="datasets, zoo models and optimisers to choose from")
+    @app.get("/api/train/options", responses=_responses("GET", "/api/train/options"), summary="datasets, zoo models and optimisers to choose from")
     def options() -> dict[str, Any]:
         return {"datasets": state.data.options(), "optimizers": list(OPTIMIZERS),
                 "zoo": [{"name": name, "description": entry.description} for name, entry in zoo.ZOO.items()],
                 "defaults": {k: v for k, v in TrainConfig().to_dict().items()
                              if k in ("epochs", "batch_size", "optimizer", "lr")}}
 
-    @app.post("/api/spec", summary="check a model spec against a dataset; its summary, or the error")
+    @app.post("/api/spec", responses=_responses("POST", "/api/spec"), summary="check a model spec against a dataset; its summary, or the error")
     def check_spec(req: SpecRequest) -> dict[str, Any]:
         from cnnlab.spec import compact
         spec, _ = state.spec(req)
         return {"summary": summary_dict(spec), "json": spec.to_dict(), "compact": compact.format(spec)}
 
-    @app.post("/api/train", status_code=202, summary="start training (one job at a time; 409 when busy)")
+    @app.post("/api/train", responses=_responses("POST", "/api/train"), status_code=202, summary="start training (one job at a time; 409 when busy)")
     def train(req: TrainRequest) -> dict[str, Any]:
         if state.trainer.job is not None and state.trainer.job.state == "running":
             raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
@@ -189,20 +208,20 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         job = state.trainer.start(data, spec, config, state.runs.new_folder(req.data, label), label)
         return {"job": job.id, "run": job.run.name, "events": "/api/train/events"}
 
-    @app.get("/api/train", summary="the current (or last) training job and its events so far")
+    @app.get("/api/train", responses=_responses("GET", "/api/train"), summary="the current (or last) training job and its events so far")
     def train_status() -> dict[str, Any]:
         job = state.trainer.job
         return {"state": "idle"} if job is None else {"state": job.state, "job": job.id, "run": job.run.name,
                                                        "events": job.since(0)}
 
-    @app.get("/api/train/events", summary="server-sent events of the current training job",
+    @app.get("/api/train/events", responses=_responses("GET", "/api/train/events"), summary="server-sent events of the current training job",
              response_class=StreamingResponse)
     async def train_events(request: Request) -> StreamingResponse:
         start = request.headers.get("last-event-id", "")
         return StreamingResponse(_stream(state.trainer, int(start) + 1 if start.isdigit() else 0),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/api/train/stop", summary="stop the running job after its current step; the run is still saved")
+    @app.post("/api/train/stop", responses=_responses("POST", "/api/train/stop"), summary="stop the running job after its current step; the run is still saved")
     def stop() -> dict[str, Any]:
         job = state.trainer.stop()
         return {"stopping": True, "job": job.id, "run": job.run.name}
@@ -296,6 +315,12 @@ def _errors(app: FastAPI) -> None:
     async def on_crash(_: Request, exc: Exception) -> JSONResponse:
         return reply(500, f"internal error ({type(exc).__name__}); the server log has the details")
     app.add_exception_handler(Exception, on_crash)
+
+
+def _responses(method: str, path: str) -> dict[int | str, dict[str, Any]]:
+    """Every error status a route can answer (its own and the guards'), all with the ErrorReply body."""
+    codes = sorted({*GUARD_ERRORS[method], *ROUTE_ERRORS.get((method, path), ())})
+    return {code: {"model": ErrorReply, "description": STATUS_TEXT[code]} for code in codes}
 
 
 def _first_line(reply: Any, status: int, exc: BaseException) -> JSONResponse:

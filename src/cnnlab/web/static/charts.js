@@ -1,7 +1,5 @@
 // Line charts on a <canvas>: training curves for the model view and the live training view.
-"use strict";
-
-window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch", yFixed = null, xRange = null }) {
+export function lineChart(canvas, { title, series, xlabel = "epoch", yFixed = null, xRange = null }) {
   // Draw at the screen's pixel density so lines stay sharp; the CSS size is the canvas's attribute size.
   const ratio = window.devicePixelRatio || 1;
   const w = Number(canvas.getAttribute("width")), h = Number(canvas.getAttribute("height"));
@@ -82,4 +80,4 @@ window.lineChart = function lineChart(canvas, { title, series, xlabel = "epoch",
     ctx.fillStyle = "#333";
     ctx.fillText(s.label, lx + 15, 15);
   });
-};
+}

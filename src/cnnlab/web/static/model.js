@@ -1,8 +1,9 @@
 // The model view: summary table, training curves, confusion matrix, and the test images of a cell.
-"use strict";
+import { $, api, el, model, pct, refreshServed, shapeText } from "./common.js";
+import { lineChart } from "./charts.js";
 
 // --- the model -------------------------------------------------------------------------------------
-function summaryTable(table, summary) {
+export function summaryTable(table, summary) {
   const head = el("tr", {}, el("th", { text: "Layer (type)" }), el("th", { text: "Output Shape" }), el("th", { text: "Param #" }));
   const rows = summary.layers.map((r) => el("tr", {}, el("td", { text: `${r.name} (${r.type})` }),
     el("td", { class: "mono", text: shapeText(r.output_shape) }), el("td", { class: "num", text: r.params.toLocaleString("en") })));
@@ -21,7 +22,7 @@ function historyCharts(lossCanvas, accCanvas, history) {
     { label: "validation", color: "#ff7f0e", points: pts("val_accuracy"), dots: true }] });
 }
 
-async function loadModel() {
+export async function loadModel() {
   await refreshServed();
   $("#model-error").textContent = model ? "" : "No model is being served. Train one on the Train tab.";
   if (!model) return;

@@ -1,12 +1,15 @@
 // Train (spec checked as you type, live curves over server-sent events) and the run list.
-"use strict";
+import { $, api, el, pct, postJSON, refreshServed } from "./common.js";
+import { lineChart } from "./charts.js";
+import { loadModel, summaryTable } from "./model.js";
+import { predictAgain } from "./try.js";
 
 // --- train --------------------------------------------------------------------------------------
 let options = null, specOk = false, specTimer = null, events = null;
 const live = { loss: [], acc: [], valLoss: [], valAcc: [], epochLoss: [], epochAcc: [] };
 let liveEpochs = 1;
 
-async function loadOptions() {
+export async function loadOptions() {
   if (options) return;
   try {
     options = await api("/api/train/options");
@@ -81,7 +84,7 @@ $("#t-stop").addEventListener("click", async () => {
   }
 });
 
-function drawLive() {
+export function drawLive() {
   const xRange = [0, liveEpochs];
   lineChart($("#live-loss"), { title: "Loss", xRange, series: [
     { label: "train (running)", color: "#1f77b4", points: live.loss, width: 1.5 },
@@ -93,7 +96,7 @@ function drawLive() {
     { label: "validation", color: "#ff7f0e", points: live.valAcc, dots: true }] });
 }
 
-function follow() {
+export function follow() {
   if (events) events.close();
   Object.values(live).forEach((a) => (a.length = 0));
   $("#train-log").textContent = "";
@@ -144,7 +147,7 @@ function follow() {
 }
 
 // --- runs -------------------------------------------------------------------------------------------
-async function loadRuns() {
+export async function loadRuns() {
   try {
     const res = await api("/api/runs");
     const head = el("tr", {}, ...["run", "model", "data", "epochs", "test accuracy", "test loss", "params", "created", ""]
@@ -174,14 +177,7 @@ async function serveRun(name) {
     return;
   }
   await refreshServed();
-  resetPrediction();
-  if (items.length) schedulePredict();
+  predictAgain();
   loadRuns();
   if (!$("#view-model").hidden) loadModel();
 }
-
-// --- start (this file loads last) ----------------------------------------------------------------
-redraw();
-drawLive();
-refreshServed();
-api("/api/train").then((s) => { if (s.state === "running") { showView("train"); follow(); } }).catch(() => {});

@@ -1,5 +1,5 @@
 // Try the model: the drawing pad (mouse, pen, touch; undo; photos), debounced live predictions, response maps.
-"use strict";
+import { $, api, el, pct, shapeText } from "./common.js";
 
 // --- try the model: drawing pad ------------------------------------------------------------------
 const pad = $("#pad");
@@ -7,7 +7,7 @@ const ink = pad.getContext("2d");
 let items = [];  // strokes {points} and photos {image, file}, in the order they were made; undo pops
 let stroke = null;
 
-function redraw() {
+export function redraw() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   for (const item of items) {
@@ -133,6 +133,12 @@ async function sendPredict() {
     if (dirty && items.length) schedulePredict();
     else pad.dataset.state = "idle";
   }
+}
+
+// After the served model changed: clear the old answer, and ask the new model about the pad's image.
+export function predictAgain() {
+  resetPrediction();
+  if (items.length) schedulePredict();
 }
 
 function resetPrediction() {
