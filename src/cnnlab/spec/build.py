@@ -1,8 +1,8 @@
 """Build a plain `torch.nn.Sequential` from a `ModelSpec`, one child per Keras layer, named as Keras names it.
 
-The module takes float input (B, C, H, W) scaled to [0, 1] and returns logits: a trailing softmax
-in the spec is left to the loss (training) and to `predict` (inference), which is numerically safer
-and lets the fast path fuse log-softmax into the cross-entropy.
+The module takes float input (B, C, H, W) scaled to [0, 1] and returns logits: a trailing softmax (or
+the sigmoid of a one-unit binary head) in the spec is left to the loss (training) and to `predict`
+(inference), which is numerically safer and lets the fast path fuse log-softmax into the cross-entropy.
 """
 from __future__ import annotations
 
@@ -120,12 +120,18 @@ def ends_in_softmax(spec: L.ModelSpec) -> bool:
     return getattr(last, "activation", None) == "softmax"
 
 
+def ends_in_sigmoid(spec: L.ModelSpec) -> bool:
+    """A binary head: one sigmoid unit (Dense(1, activation="sigmoid")); its logit is left to the loss too."""
+    last = spec.layers[-1] if spec.layers else None
+    return getattr(last, "activation", None) == "sigmoid" and spec.shapes()[-1][-1] == 1
+
+
 def build(spec: L.ModelSpec, *, logits: bool = True) -> nn.Sequential:
     """The torch module of `spec`; with `logits` a final softmax is left out (see module docstring)."""
     in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
     children: OrderedDict[str, nn.Module] = OrderedDict()
     for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes)):
-        if logits and i == len(spec.layers) - 1 and ends_in_softmax(spec):
+        if logits and i == len(spec.layers) - 1 and (ends_in_softmax(spec) or ends_in_sigmoid(spec)):
             layer = _without_softmax(layer)
         children[name] = BUILDERS[type(layer)](layer, shape)
     return nn.Sequential(children)
