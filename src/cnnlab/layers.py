@@ -14,7 +14,12 @@ from cnnlab.spec.layers import (
                                 Input,
                                 Layer,
                                 MaxPooling2D,
+                                RandomFlip,
+                                RandomRotation,
+                                RandomZoom,
+                                Rescaling,
 )
 
 __all__ = ["Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAveragePooling2D", "Input", "Layer", "MaxPooling2D"]
+           "GlobalAveragePooling2D", "Input", "Layer", "MaxPooling2D",
+           "RandomFlip", "RandomRotation", "RandomZoom", "Rescaling"]

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.datasets.directory import image_dataset_from_directory
+
+__all__ = ["image_dataset_from_directory", "to_categorical"]
+
 
 def to_categorical(y: np.ndarray, num_classes: int | None = None) -> np.ndarray:
     """Integer labels (N,) -> one-hot float32 (N, num_classes), as keras.utils.to_categorical."""

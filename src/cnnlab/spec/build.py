@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.spec import layers as L
+from cnnlab.spec import preprocess
 from cnnlab.spec.conv_arithmetic import same_padding
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
@@ -120,6 +121,9 @@ def ends_in_softmax(spec: L.ModelSpec) -> bool:
     return getattr(last, "activation", None) == "softmax"
 
 
+BUILDERS.update(preprocess.BUILDERS)
+
+
 def ends_in_sigmoid(spec: L.ModelSpec) -> bool:
     """A binary head: one sigmoid unit (Dense(1, activation="sigmoid")); its logit is left to the loss too."""
     last = spec.layers[-1] if spec.layers else None
@@ -133,7 +137,8 @@ def build(spec: L.ModelSpec, *, logits: bool = True) -> nn.Sequential:
     for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes)):
         if logits and i == len(spec.layers) - 1 and (ends_in_softmax(spec) or ends_in_sigmoid(spec)):
             layer = _without_softmax(layer)
-        children[name] = BUILDERS[type(layer)](layer, shape)
+        children[name] = (preprocess.rescaling(layer, preprocess.at_pixels(spec, i)) if isinstance(layer, L.Rescaling)
+                          else BUILDERS[type(layer)](layer, shape))
     return nn.Sequential(children)
 
 
