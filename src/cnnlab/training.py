@@ -40,7 +40,7 @@ class Trainer:
         """Choose optimiser and loss; extra `options` are TrainConfig fields (schedule, label_smoothing...).
 
         recipe "keras" (default): Keras's semantics, the optimiser's default constant learning rate
-        (Adam/RMSprop 1e-3, SGD 0.01) and no label smoothing. recipe "fast": cnnlab's recipe, as
+        (Adam/RMSprop 1e-3, SGD 0.01, SGD without momentum) and no label smoothing. recipe "fast": cnnlab's recipe, as
         `cnnlab train` uses it: a one-cycle schedule (Adam peaks at 8e-3) and label smoothing 0.1.
         """
         if loss not in LOSSES:
@@ -54,7 +54,7 @@ class Trainer:
         self._metric = (metrics or ["accuracy"])[0]
         chosen = optimizers.get(optimizer).train_options()
         if recipe == "keras":
-            chosen = {"schedule": "constant", "label_smoothing": 0.0, **chosen,
+            chosen = {"schedule": "constant", "label_smoothing": 0.0, "momentum": 0.0, **chosen,
                       "lr": chosen["lr"] or CONSTANT_LR[chosen["optimizer"]]}
         if loss == "binary_crossentropy":
             chosen["loss"] = "binary"
