@@ -58,7 +58,7 @@ def test_categorical_crossentropy_with_one_hot_and_optimizer_object(small):
     model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     h = model.fit(x[:1000], to_categorical(y[:1000]), epochs=3, batch_size=32, verbose=0)
-    assert h.history["lr"] == [0.05, 0.05, 0.05]
+    assert h.history["learning_rate"] == [0.05, 0.05, 0.05]
     assert model.evaluate(xt, to_categorical(yt, 10), return_dict=True)["accuracy"] > 0.5
 
 

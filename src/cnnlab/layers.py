@@ -55,6 +55,26 @@ class Activation(Layer):
     spec_class = L.Activation
 
 
+class Rescaling(Layer):
+    """`Rescaling(scale, offset=0.0)`: x * scale + offset; at the input it acts on the 0-255 pixels, as Keras's."""
+    spec_class = L.Rescaling
+
+
+class RandomFlip(Layer):
+    """`RandomFlip(mode="horizontal_and_vertical")`: random flips while training, nothing at inference."""
+    spec_class = L.RandomFlip
+
+
+class RandomRotation(Layer):
+    """`RandomRotation(factor)`: random turns of up to factor x 360 degrees while training."""
+    spec_class = L.RandomRotation
+
+
+class RandomZoom(Layer):
+    """`RandomZoom(height_factor, width_factor=None)`: random zooms while training."""
+    spec_class = L.RandomZoom
+
+
 class Add(Layer):
     """`Add()([x, y])`: element-wise sum of tensors of one shape."""
     spec_class = M.Add
@@ -76,7 +96,8 @@ def concatenate(inputs: list[KerasTensor], axis: int = -1, **kwargs: Any) -> Ker
 
 LAYER_CLASSES: dict[type[L.Layer], type[Layer]] = {
     cls.spec_class: cls for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-                                    Flatten, Dense, Dropout, BatchNormalization, Activation, Add, Concatenate)}
+                                    Flatten, Dense, Dropout, BatchNormalization, Activation, Add, Concatenate,
+                                    Rescaling, RandomFlip, RandomRotation, RandomZoom)}
 
 
 def from_spec(spec: L.Layer, name: str | None = None) -> Layer:
@@ -88,4 +109,5 @@ def from_spec(spec: L.Layer, name: str | None = None) -> Layer:
 
 __all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Dense",
            "Dropout", "Flatten", "GlobalAveragePooling2D", "Input", "InputLayer", "Layer", "MaxPooling2D",
-           "SeparableConv2D", "add", "concatenate", "from_spec"]
+           "RandomFlip", "RandomRotation", "RandomZoom", "Rescaling", "SeparableConv2D", "add", "concatenate",
+           "from_spec"]

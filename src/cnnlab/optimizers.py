@@ -10,7 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Optimizer:
-    learning_rate: float | None = None  # None: cnnlab's default recipe (one-cycle schedule)
+    learning_rate: float | None = None  # None: the recipe's: Keras's constant default, or one-cycle (recipe="fast")
 
     name = ""
 
@@ -35,11 +35,11 @@ class AdamW(Optimizer):
 
 @dataclass(frozen=True)
 class SGD(Optimizer):
-    momentum: float = 0.9
+    momentum: float | None = None  # None: the recipe's, Keras's 0.0 (compile's default) or cnnlab's 0.9 (recipe="fast")
     name = "sgd"
 
     def train_options(self) -> dict[str, Any]:
-        return {**super().train_options(), "momentum": self.momentum}
+        return {**super().train_options(), **({"momentum": self.momentum} if self.momentum is not None else {})}
 
 
 @dataclass(frozen=True)

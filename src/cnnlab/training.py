@@ -12,69 +12,143 @@ import numpy as np
 import torch
 
 from cnnlab import optimizers
+from cnnlab.callbacks import Callback, CallbackList
 from cnnlab.datasets.arrays import as_images, as_labels
+from cnnlab.datasets.directory import ImageDataset
 from cnnlab.runs import model_file
-from cnnlab.spec.build import ends_in_softmax, place
+from cnnlab.spec.build import ends_in_sigmoid, ends_in_softmax, place
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import eval_images, targets_tensor
 from cnnlab.train.fit import History, evaluate_tensors, fit, predict_logits, resolve_device
+from cnnlab.train.optim import CONSTANT_LR
 
-LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy")
+METRICS = ("accuracy", "acc")
+RECIPES = ("keras", "fast")
 
 
 class Trainer:
     """compile / fit / evaluate / predict / save, Keras-shaped, over the model's spec and torch module."""
 
+    _metric = "accuracy"
+    stop_training = False
+    learning_rate: float | None = None  # the current rate while fit runs; lr callbacks set it
+
     # --- training -------------------------------------------------------------------------
-    def compile(self, optimizer: str | optimizers.Optimizer = "adam", loss: str = "sparse_categorical_crossentropy",
-                metrics: list[str] | None = None, **options: Any) -> None:
-        """Choose optimiser and loss; extra `options` are TrainConfig fields (schedule, label_smoothing...)."""
+    def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop", loss: str = "sparse_categorical_crossentropy",
+                metrics: list[str] | None = None, recipe: str = "keras", **options: Any) -> None:
+        """Choose optimiser and loss; extra `options` are TrainConfig fields (schedule, label_smoothing...).
+
+        recipe "keras" (default): Keras's semantics, the optimiser's default constant learning rate
+        (Adam/RMSprop 1e-3, SGD 0.01, SGD without momentum) and no label smoothing. recipe "fast": cnnlab's recipe, as
+        `cnnlab train` uses it: a one-cycle schedule (Adam peaks at 8e-3) and label smoothing 0.1.
+        """
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be 'keras' (Keras's constant rates) or 'fast' (cnnlab's one-cycle), got {recipe!r}")
         for metric in metrics or []:
-            if metric not in ("accuracy", "acc"):
-                raise ValueError(f"the only metric is 'accuracy', got {metric!r}")
+            if metric not in METRICS:
+                raise ValueError(f"the only metric is 'accuracy' (or 'acc'), got {metric!r}")
         self._loss = loss
-        self._train_options = {**optimizers.get(optimizer).train_options(), **options}
+        self._metric = (metrics or ["accuracy"])[0]
+        chosen = optimizers.get(optimizer).train_options()
+        if recipe == "keras":
+            chosen = {"schedule": "constant", "label_smoothing": 0.0, "momentum": 0.0, **chosen,
+                      "lr": chosen["lr"] or CONSTANT_LR[chosen["optimizer"]]}
+        if loss == "binary_crossentropy":
+            chosen["loss"] = "binary"
+        self._train_options = {**chosen, **options}
         TrainConfig(**self._train_options)  # validate now, not at fit time
 
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int | None = None, verbose: int | str = "auto",
-            validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
-            seed: int | None = 0, device: str = "auto", **options: Any) -> History:
-        """Train; returns a History whose `.history` has loss, accuracy, val_loss, val_accuracy per epoch.
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int | None = None, verbose: int | str = "auto",
+            callbacks: list[Callback] | None = None, validation_split: float = 0.0,
+            validation_data: Any = None, shuffle: bool = True, seed: int | None = 0, device: str = "auto",
+            **options: Any) -> History:
+        """Train; returns a History whose `.history` has loss, accuracy (the name given to compile),
+        val_loss, val_accuracy per epoch. `x` may be an image dataset (image_dataset_from_directory).
 
-        batch_size None uses cnnlab's default (128); other TrainConfig fields can be passed as keywords.
+        batch_size None uses the dataset's, else cnnlab's default (128); other TrainConfig fields can be
+        passed as keywords.
         """
         from cnnlab.train.progress import progress_callbacks
         if self._loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
-        x = as_images(x, self.spec.input_shape)
-        y = as_labels(y, len(x))
+        if isinstance(x, ImageDataset):
+            batch_size = batch_size or x.batch_size
+            if self.class_names is None:
+                self.class_names = list(x.class_names)
+        x, y = self._xy(x, y)
         self.build(tuple(x.shape[1:]), seed=seed)
         self._check_labels(y)
         if validation_data is not None:
-            vx = as_images(validation_data[0], self.spec.input_shape, what="validation x")
-            validation_data = (vx, as_labels(validation_data[1], len(vx), what="validation y"))
+            vx, vy = self._xy(*(validation_data if isinstance(validation_data, tuple) else (validation_data, None)),
+                              what="validation ")
+            validation_data = (vx, vy)
         options = {**self._train_options, **options}
         if batch_size is not None:
             options["batch_size"] = batch_size
         config = TrainConfig(epochs=epochs, validation_split=validation_split, shuffle=shuffle, seed=seed,
                              device=device, **options)
         if self.class_names is None:
-            self.class_names = [str(i) for i in range(self.num_classes)]
-        on_step, on_epoch, close = progress_callbacks(verbose, config.epochs)
+            self.class_names = [str(i) for i in range(max(self.num_classes, 2))]
+        hooks = CallbackList(callbacks, self, {"epochs": epochs, "verbose": verbose,
+                                               "steps": -(-len(x) // config.batch_size)}, self._keras_logs)
+        progress_step, progress_epoch, close = progress_callbacks(verbose, config.epochs)
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            if progress_epoch:
+                progress_epoch(epoch, logs)
+            hooks.on_epoch(epoch, logs)
+
+        def on_step(epoch: int, step: int, logs: dict[str, float]) -> None:
+            if progress_step:
+                progress_step(epoch, step, logs)
+            hooks.on_step(epoch, step, logs)
+
         # fit seeds torch's global generator (dropout); fork it so the caller's random state is left as it was
         target = resolve_device(device)
         devices = [target] if target.type == "cuda" else []
+        self.stop_training, self.learning_rate = False, None
+        hooks.call("on_train_begin", {})
         try:
             with torch.random.fork_rng(devices=devices):
-                return fit(self.module, x, y, config, validation_data=validation_data, on_step=on_step,
-                           on_epoch=on_epoch)
+                done = fit(self.module, x, y, config, validation_data=validation_data, on_step=on_step,
+                           on_epoch=on_epoch, step_every=1 if hooks.wants_batches else 20,
+                           should_stop=hooks.should_stop, lr_for_epoch=hooks.lr_for_epoch if hooks.callbacks else None)
         finally:
             close()
+        hooks.call("on_train_end", hooks.epoch_logs[-1] if hooks.epoch_logs else {})
+        history = History(stopped_early=done.stopped_early, best_epoch=done.best_epoch)
+        for epoch, logs in enumerate(hooks.epoch_logs):  # Keras numbers epochs from 0 in history.epoch
+            history.append(epoch, logs)
+        return history
+
+    def _keras_logs(self, logs: dict[str, float]) -> dict[str, float]:
+        """fit's logs under Keras's names: the metric as given to compile, and "learning_rate" (the key Keras 3's
+        lr callbacks log; cnnlab logs it every epoch)."""
+        names = {"loss": "loss", "accuracy": self._metric, "val_loss": "val_loss", "val_accuracy": f"val_{self._metric}",
+                 "lr": "learning_rate"}
+        return {names[k]: v for k, v in logs.items() if k in names}
+
+    def _xy(self, x: Any, y: Any, what: str = "") -> tuple[Any, np.ndarray]:
+        """(images, labels) from arrays or an image dataset (its uint8 images, whole: the fast path)."""
+        if isinstance(x, ImageDataset):
+            if y is not None:
+                raise ValueError(f"{what}y must not be given with a dataset: the dataset holds the labels")
+            x, y = x.images, (x.labels if self._loss == "categorical_crossentropy" else x.int_labels())
+        if y is None:
+            raise ValueError(f"{what}y is missing: give labels, or a dataset from image_dataset_from_directory")
+        x = as_images(x, self.spec.input_shape, what=f"{what}x")
+        return x, as_labels(y, len(x), what=f"{what}y")
 
     def _check_labels(self, y: np.ndarray) -> None:
         k = self.num_classes
+        if self._loss == "binary_crossentropy":
+            if k != 1 or y.ndim != 1 or (len(y) and not np.isin(y, (0, 1)).all()):
+                raise ValueError(f"loss 'binary_crossentropy' takes a last layer of 1 unit (Dense(1, "
+                                 f"activation='sigmoid'); this one has {k}) and 0/1 labels (N,), got shape {y.shape}")
+            return
         if self._loss == "sparse_categorical_crossentropy" and y.ndim != 1:
             raise ValueError(f"loss 'sparse_categorical_crossentropy' takes integer labels (N,), got shape {y.shape}; "
                              "use loss='categorical_crossentropy' for one-hot labels")
@@ -89,28 +163,41 @@ class Trainer:
 
     # --- inference ------------------------------------------------------------------------
     def _device_images(self, x: Any) -> torch.Tensor | np.memmap:
-        x = as_images(x, self.spec.input_shape)
+        x = as_images(x.images if isinstance(x, ImageDataset) else x, self.spec.input_shape)
         device = next(self.module.parameters()).device
         return eval_images(x, device)  # a memmap stays on the host, read batch by batch
 
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray:
-        """Class probabilities (N, classes) as float32 numpy."""
+        """What the last layer gives, float32 numpy: class probabilities (N, classes) after a softmax,
+        the probability of class 1 (N, 1) after a one-unit sigmoid, else the raw outputs."""
         logits = predict_logits(self.module, self._device_images(x), batch_size)
-        return (torch.softmax(logits, 1) if ends_in_softmax(self.spec) else logits).cpu().numpy()
+        if ends_in_softmax(self.spec):
+            logits = torch.softmax(logits, 1)
+        elif ends_in_sigmoid(self.spec):
+            logits = torch.sigmoid(logits)
+        return logits.cpu().numpy()
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 2000, verbose: int | str = 0,
+    def evaluate(self, x: Any, y: Any = None, batch_size: int = 2000, verbose: int | str = 0,
                  return_dict: bool = False) -> list[float] | dict[str, float]:
-        """[loss, accuracy] on (x, y), as Keras returns with metrics=['accuracy']."""
+        """[loss, accuracy] on (x, y) or a dataset, as Keras returns with metrics=['accuracy']."""
+        x, y = self._xy(x, y)
         xs = self._device_images(x)
-        ys = targets_tensor(as_labels(y, len(xs)), next(self.module.parameters()).device)
-        loss, acc = evaluate_tensors(self.module, xs, ys, batch_size)
-        return {"loss": loss, "accuracy": acc} if return_dict else [loss, acc]
+        ys = targets_tensor(y, next(self.module.parameters()).device)
+        loss, acc = evaluate_tensors(self.module, xs, ys, batch_size, binary=self._loss == "binary_crossentropy")
+        return {"loss": loss, self._metric: acc} if return_dict else [loss, acc]
 
     # --- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Save weights + spec + class names to a `.safetensors` file (no pickle)."""
         model_file.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(self.num_classes)],
                       {"scale": 255, **self.preprocessing}, self.name)
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """The weights alone, as a `.safetensors` file of the torch module's state dict."""
+        from safetensors.torch import save_file
+        if not str(path).endswith(".safetensors"):
+            raise ValueError(f"save_weights writes .safetensors files, got {str(path)!r}")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}, str(path))
 
     def to(self, device: str) -> Trainer:
         place(self.module, resolve_device(device))

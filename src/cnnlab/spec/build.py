@@ -1,8 +1,8 @@
 """Build a plain `torch.nn.Sequential` from a `ModelSpec`, one child per Keras layer, named as Keras names it.
 
-The module takes float input (B, C, H, W) scaled to [0, 1] and returns logits: a trailing softmax
-in the spec is left to the loss (training) and to `predict` (inference), which is numerically safer
-and lets the fast path fuse log-softmax into the cross-entropy.
+The module takes float input (B, C, H, W) scaled to [0, 1] and returns logits: a trailing softmax (or
+the sigmoid of a one-unit binary head) in the spec is left to the loss (training) and to `predict`
+(inference), which is numerically safer and lets the fast path fuse log-softmax into the cross-entropy.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnlab.spec import layers as L
 from cnnlab.spec import merge as M
+from cnnlab.spec import preprocess
 from cnnlab.spec.conv_arithmetic import same_padding
 from cnnlab.spec.graph import GraphSpec
 
@@ -157,6 +158,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
                                        else nn.Identity()),
     M.Add: lambda spec, shapes: AddN(),
     M.Concatenate: lambda spec, shapes: ConcatChannels(),
+    **preprocess.BUILDERS,
 }
 
 
@@ -181,9 +183,11 @@ class GraphModule(nn.Module):
         return outs[0] if len(outs) == 1 else outs
 
 
-def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape]) -> nn.Module:
-    """The torch module of one layer spec for an input of `shape` (a list of shapes for a merge layer)."""
-    module = BUILDERS[type(layer)](layer, shape)
+def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape], at_pixels: bool = False) -> nn.Module:
+    """The torch module of one layer spec for an input of `shape` (a list of shapes for a merge layer);
+    `at_pixels`: the layer sees the input image itself (see `preprocess.rescaling`)."""
+    module = (preprocess.rescaling(layer, at_pixels) if isinstance(layer, L.Rescaling)
+              else BUILDERS[type(layer)](layer, shape))
     set_trainable_(module, layer.trainable)
     return module
 
@@ -198,8 +202,8 @@ def set_trainable_(module: nn.Module, trainable: bool) -> None:
 
 
 def without_softmax(module: nn.Module) -> nn.Module:
-    """The same layer (same parameter objects) with its trailing softmax left out."""
-    if isinstance(module, nn.Softmax):
+    """The same layer (same parameter objects) with its trailing softmax (or binary sigmoid) left out."""
+    if isinstance(module, (nn.Softmax, nn.Sigmoid)):
         return nn.Identity()
     if isinstance(module, nn.Sequential) and "act" in module._modules:
         return nn.Sequential(OrderedDict((k, m) for k, m in module.named_children() if k != "act"))
@@ -226,12 +230,33 @@ def ends_in_softmax(spec: L.ModelSpec | GraphSpec) -> bool:
     return getattr(last, "activation", None) == "softmax"
 
 
+def ends_in_sigmoid(spec: L.ModelSpec | GraphSpec) -> bool:
+    """A binary head: one sigmoid unit (Dense(1, activation="sigmoid")); its logit is left to the loss too."""
+    last = _last_layer(spec)
+    if getattr(last, "activation", None) != "sigmoid":
+        return False
+    shape = spec.output_shapes(last.name) if isinstance(spec, GraphSpec) else spec.shapes()[-1]
+    return shape[-1] == 1
+
+
+def head_layer(spec: L.ModelSpec | GraphSpec) -> str | None:
+    """The layer whose final activation (softmax, or a binary head's sigmoid) the module leaves to the loss."""
+    return _last_layer(spec).name if ends_in_softmax(spec) or ends_in_sigmoid(spec) else None
+
+
+def _last_layer(spec: L.ModelSpec | GraphSpec) -> L.Layer | None:
+    if isinstance(spec, GraphSpec):
+        name = softmax_layer(spec) or (spec.outputs[0][0] if len(spec.outputs) == 1 else None)
+        return next((n.layer for n in spec.nodes if n.layer.name == name), None)
+    return dataclasses.replace(spec.layers[-1], name=spec.names[-1]) if spec.layers else None
+
+
 def assemble(spec: L.ModelSpec | GraphSpec, children: dict[str, nn.Module], logits: bool = True) -> nn.Module:
     """The model's module from its layers' modules (shared, not copied): an nn.Sequential for a layer
-    list, a GraphModule for a graph; with `logits` the final softmax is left out."""
+    list, a GraphModule for a graph; with `logits` the final softmax (or binary sigmoid) is left out."""
     names = list(spec.names)
-    if logits and ends_in_softmax(spec):
-        last = names[-1] if isinstance(spec, L.ModelSpec) else softmax_layer(spec)
+    last = head_layer(spec) if logits else None
+    if last is not None:
         children = {**children, last: without_softmax(children[last])}
     if isinstance(spec, GraphSpec):
         return GraphModule(spec, children)
@@ -241,12 +266,27 @@ def assemble(spec: L.ModelSpec | GraphSpec, children: dict[str, nn.Module], logi
 def build(spec: L.ModelSpec | GraphSpec, *, logits: bool = True) -> nn.Module:
     """The torch module of `spec`; with `logits` a final softmax is left out (see module docstring)."""
     if isinstance(spec, GraphSpec):
-        children = {name: layer_module(layer, spec.input_shapes(name)) for name, layer in zip(spec.names, spec.layers)}
+        children = {name: layer_module(layer, spec.input_shapes(name), graph_at_pixels(spec, name))
+                    for name, layer in zip(spec.names, spec.layers)}
     else:
         in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
-        children = {name: layer_module(dataclasses.replace(layer, name=name), shape)
-                    for layer, name, shape in zip(spec.layers, spec.names, in_shapes)}
+        children = {name: layer_module(dataclasses.replace(layer, name=name), shape, preprocess.at_pixels(spec, i))
+                    for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes))}
     return assemble(spec, children, logits)
+
+
+def graph_at_pixels(spec: GraphSpec, name: str) -> bool:
+    """Whether layer `name` sees an input image's values: only random augmentation layers on the way."""
+    inputs = {inp.name for inp in spec.inputs}
+    nodes = {n.layer.name: n for n in spec.nodes}
+
+    def raw(source: str) -> bool:
+        if source in inputs:
+            return True
+        layer = nodes[source].layer
+        return (isinstance(layer, L.PREPROCESSING_TYPES) and not isinstance(layer, L.Rescaling)
+                and all(raw(s) for s, _ in nodes[source].inbound))
+    return name in nodes and all(raw(s) for s, _ in nodes[name].inbound)
 
 
 def keras_init_(module: nn.Module, seed: int | None = None) -> None:

@@ -11,59 +11,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cnnlab.spec.checks import (  # noqa: F401 - SpecError, ACTIVATIONS, PADDINGS are part of this module's interface
+    ACTIVATIONS,
+    PADDINGS,
+    SpecError,
+    _activation,
+    _check_bool,
+    _check_fill,
+    _factor_range,
+    _is_number,
+    _padding,
+    _pair,
+    _positive_int,
+)
 from cnnlab.spec.conv_arithmetic import conv_output_size
 
 Shape = tuple[int, ...]
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "gelu", "linear", "elu", "selu", "silu", "leaky_relu")
-PADDINGS = ("valid", "same")
-
-
-class SpecError(ValueError):
-    """A layer or model spec is invalid, or a layer cannot take its input's shape."""
-
-
-def _pair(value: Any, what: str) -> tuple[int, int]:
-    """Keras accepts 3 or (3, 3) for kernel sizes, strides and pool sizes."""
-    if isinstance(value, bool):
-        raise SpecError(f"{what} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise SpecError(f"{what} must be an int or a pair of ints, got {value!r}")
-    if min(value) < 1:
-        raise SpecError(f"{what} must be positive, got {tuple(value)!r}")
-    return (int(value[0]), int(value[1]))
-
-
-def _activation(value: Any, what: str) -> str | None:
-    if value is None or value == "linear":
-        return None
-    if value not in ACTIVATIONS:
-        raise SpecError(f"{what} activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
-    return value
-
-
-def _padding(value: Any, what: str) -> str:
-    if value not in PADDINGS:
-        raise SpecError(f"{what} padding must be 'valid' or 'same', got {value!r}")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_bool(value: Any, what: str) -> None:
-    if not isinstance(value, bool):
-        raise SpecError(f"{what} must be true or false, got {value!r}")
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{what} must be a positive integer, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -387,3 +351,68 @@ class ModelSpec:
         shape = d.get("input_shape")
         shape = tuple(shape) if isinstance(shape, list) else shape  # anything else: check_input_shape says why
         return cls(tuple(from_dict(layer) for layer in d["layers"]), shape if shape != () else None)
+
+
+# --- preprocessing layers (shape-preserving, no parameters; random ones act only in training) -------------
+@dataclass(frozen=True)
+class Rescaling(Layer):
+    """y = x * scale + offset on the 0-255 pixels, as Keras's when it comes first (see cnnlab.spec.build)."""
+    scale: float
+    offset: float = 0.0
+    keras_name: ClassVar[str] = "rescaling"
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.scale) or not _is_number(self.offset):
+            raise SpecError(f"Rescaling scale and offset must be numbers, got {self.scale!r}, {self.offset!r}")
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "offset", float(self.offset))
+
+
+class _ImageOnly(Layer):
+    def output_shape(self, shape: Shape) -> Shape:
+        return self._need_image(shape)
+
+
+@dataclass(frozen=True)
+class RandomFlip(_ImageOnly):
+    mode: str = "horizontal_and_vertical"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_flip"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
+            raise SpecError(f"RandomFlip mode must be 'horizontal', 'vertical' or 'horizontal_and_vertical', "
+                            f"got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class RandomRotation(_ImageOnly):
+    """Rotate by a random fraction of a full turn in [lower, upper] * 2 pi (factor 0.1: up to +-36 degrees)."""
+    factor: Any
+    fill_mode: str = "reflect"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_rotation"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factor", _factor_range(self.factor, "RandomRotation factor"))
+        _check_fill(self.fill_mode, "RandomRotation")
+
+
+@dataclass(frozen=True)
+class RandomZoom(_ImageOnly):
+    """Zoom by a random factor 1 + f, f in height_factor's range; positive zooms out, negative in (Keras's)."""
+    height_factor: Any
+    width_factor: Any = None  # None: the same factor as the height, keeping the aspect ratio
+    fill_mode: str = "reflect"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_zoom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "height_factor", _factor_range(self.height_factor, "RandomZoom height_factor"))
+        if self.width_factor is not None:
+            object.__setattr__(self, "width_factor", _factor_range(self.width_factor, "RandomZoom width_factor"))
+        _check_fill(self.fill_mode, "RandomZoom")
+
+
+PREPROCESSING_TYPES = (Rescaling, RandomFlip, RandomRotation, RandomZoom)
+LAYER_TYPES.update({cls.__name__: cls for cls in PREPROCESSING_TYPES})

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from cnnlab.train.augment import AugmentOptions
 from cnnlab.train.optim import CONSTANT_LR, ONECYCLE_PEAK, OPTIMIZERS, SCHEDULES
 
+LOSSES = ("categorical", "binary")  # softmax over K classes, or one sigmoid unit with 0/1 labels
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -41,6 +42,7 @@ class TrainConfig:
     augment: AugmentOptions | None = None  # random changes to each training batch (cnnlab.train.augment)
     deterministic: bool = False  # bit-identical reruns; see cnnlab.train.reproducible.deterministic_mode
     precision: str = "auto"  # "auto": bf16 autocast where the hardware does bf16 natively, else fp32
+    loss: str = "categorical"  # "binary": the module returns one logit (B, 1), labels are 0/1
 
     def __post_init__(self) -> None:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -51,6 +53,7 @@ class TrainConfig:
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(0 <= self.validation_split < 1, "validation_split", self.validation_split, "a number in [0, 1)")
         _check(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
+        _check(self.loss in LOSSES, "loss", self.loss, " or ".join(LOSSES))
         _check(self.monitor in MONITORS, "monitor", self.monitor, " or ".join(MONITORS))
         _check(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
                "early_stopping_patience", self.early_stopping_patience, "an integer >= 0")

@@ -81,8 +81,24 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:  # a binary head (one sigmoid unit): class 1 when the logit is positive
+        return ((logits[:, 0] > 0).long() == y.reshape(len(y), -1)[:, 0].long()).sum()
     labels = y if y.ndim == 1 else y.argmax(1)
     return (logits.argmax(1) == labels).sum()
+
+
+def loss_of(logits: torch.Tensor, y: torch.Tensor, binary: bool = False, weight: torch.Tensor | None = None,
+            label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy: softmax over classes, or (`binary`) sigmoid of one logit (B, 1) against 0/1 labels.
+
+    Binary label smoothing is Keras's: targets y * (1 - s) + s / 2.
+    """
+    if not binary:
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
+    target = y.reshape(len(y), -1)[:, :1].float()
+    target = target * (1 - label_smoothing) + label_smoothing / 2
+    per_class = weight[y.reshape(len(y), -1)[:, 0].long()][:, None] if weight is not None else None
+    return F.binary_cross_entropy_with_logits(logits[:, :1], target, weight=per_class)
 
 
 def check_trainable(config: TrainConfig, has_validation: bool) -> None:
@@ -96,14 +112,17 @@ def check_trainable(config: TrainConfig, has_validation: bool) -> None:
 def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, config: TrainConfig = TrainConfig(),
         *, validation_data: tuple[Any, Any] | None = None, on_step: StepCallback | None = None,
         on_epoch: EpochCallback | None = None, step_every: int = 20, should_stop: Callable[[], bool] | None = None,
-        checkpoint: Checkpointer | None = None, dist: Distributed | None = None) -> History:
+        checkpoint: Checkpointer | None = None, dist: Distributed | None = None,
+        lr_for_epoch: Callable[[int, float], float] | None = None) -> History:
     """Train `module` in place on images `x` uint8 (N, H, W, C) and labels `y`; return the History.
 
     `validation_data` (x_val, y_val) wins over `config.validation_split`, which (as in Keras) holds
     out the *last* fraction of `x` before any shuffling. `on_step` is called every `step_every` steps
     (each call waits for the device), `on_epoch` after each epoch; `should_stop` is polled each step.
     `checkpoint` saves (and on resume restores) the loop's state, see cnnlab.train.checkpoints; `dist` trains
-    this process's shard of every batch under DDP, see cnnlab.train.distributed.
+    this process's shard of every batch under DDP, see cnnlab.train.distributed. `lr_for_epoch(epoch,
+    lr)` is asked before each epoch for its learning rate (Keras's LearningRateScheduler, ReduceLROnPlateau);
+    it sets the rate the schedule scales, so use it with the constant schedule.
     """
     device = _prepare_device(config.device)
     seed_everything(config.seed)
@@ -131,6 +150,8 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     first_epoch = 0 if resumed is None else config.epochs if resumed.finished else resumed.epoch
     for epoch in range(first_epoch, config.epochs):
         module.train()
+        if lr_for_epoch and (lr := lr_for_epoch(epoch, step.last_lr)) != step.last_lr:
+            step.set_lr(lr)
         start = time.perf_counter()
         sums = (_EpochSums.resume(resumed, device) if resumed and resumed.step
                 else _EpochSums.start(len(xs), config.shuffle, gen, device))
@@ -150,7 +171,8 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
             sums.seen = dist.reduce_epoch(module, sums.loss_sum, sums.correct, sums.seen)
         logs = sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint)
         if val is not None:
-            val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size)
+            val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size,
+                                                 binary=config.loss == "binary")
             logs.update(val_loss=val_loss, val_accuracy=val_acc)
         logs.update(lr=step.last_lr, seconds=time.perf_counter() - start)
         history.append(epoch + 1, logs)
@@ -211,6 +233,13 @@ class _Stepper:
                          else contextlib.nullcontext())
         self.last_lr = opt.param_groups[0]["lr"]
 
+    def set_lr(self, lr: float) -> None:
+        """A new base rate: the schedule's multiplier now applies to it (1 for the constant schedule)."""
+        self.sched.base_lrs = [float(lr)] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group["lr"] = group["initial_lr"] = float(lr)
+        self.last_lr = float(lr)
+
     def __call__(self, xs: Any, ys: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(loss summed over the batch, correct predictions, batch size); neither waits for the device."""
         xb, yb = scale(xs[idx]), ys[idx]
@@ -218,8 +247,8 @@ class _Stepper:
             xb = augment_batch(xb, self.config.augment, self.gen)
         with self.autocast:
             logits = self.model(xb)
-            loss = F.cross_entropy(logits.float(), yb, weight=self.class_weight,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = loss_of(logits.float(), yb, self.config.loss == "binary", self.class_weight,
+                           self.config.label_smoothing)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -274,12 +303,13 @@ def predict_logits(module: nn.Module, x: torch.Tensor | np.memmap, batch_size: i
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate_tensors(module: nn.Module, x: torch.Tensor | np.memmap, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
+def evaluate_tensors(module: nn.Module, x: torch.Tensor | np.memmap, y: torch.Tensor, batch_size: int = 2000,
+                     binary: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `module` on device tensors (or host memmap images, see predict_logits)."""
     logits = predict_logits(module, x, batch_size)
-    return loss_and_accuracy(logits, y.to(logits.device))
+    return loss_and_accuracy(logits, y.to(logits.device), binary)
 
 
-def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of logits against integer or one-hot targets: every evaluation's rule."""
-    return F.cross_entropy(logits, y).item(), _correct(logits, y).item() / max(len(y), 1)
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor, binary: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy) of logits against integer, one-hot or (binary) 0/1 targets: every evaluation's rule."""
+    return loss_of(logits, y, binary).item(), _correct(logits, y).item() / max(len(y), 1)
