@@ -17,7 +17,11 @@ from cnnlab.train.fit import predict_logits
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(N, classes) logits -> (N, classes) probabilities that sum to 1."""
+    """(N, classes) logits -> (N, classes) probabilities that sum to 1; a binary head's one logit (N, 1)
+    gives the two classes' [1 - p, p]."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits.float())
+        return torch.cat([1 - p, p], 1)
     return torch.softmax(logits.float(), 1)
 
 
