@@ -26,6 +26,7 @@ from cnnlab.datasets.dataset import Dataset
 from cnnlab.fsutil import atomic_dir
 from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.build import build, keras_init_
+from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict, summary_text
 from cnnlab.train.device_data import eval_images, targets_tensor
 from cnnlab.train.fit import EpochCallback, History, StepCallback, fit, predict_logits, resolve_device
@@ -86,6 +87,7 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
     resolve_device(config.device)  # fail on a bad device before any work
+    check_memory(spec, config.batch_size, True, f"training {model_name}")  # before any weights are allocated
     if config.seed is not None:
         torch.manual_seed(config.seed)
     module = build(spec)

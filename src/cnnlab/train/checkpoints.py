@@ -70,8 +70,7 @@ class Checkpointer:
     def __init__(self, folder: Path, *, every: int = 0, dist: "Distributed | None" = None,
                  resume_bytes: bytes | None = None):
         """`resume_bytes`: the checkpoint file to continue from (read by `Checkpointer.open`)."""
-        if every < 0:
-            raise ValueError(f"--checkpoint-every must be 0 (epoch ends only) or a number of steps, got {every}")
+        check_every(every)
         self.folder, self.every, self.dist = Path(folder), every, dist
         self.stop_requested = False
         self.saved: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
@@ -94,6 +93,7 @@ class Checkpointer:
     def create(cls, out: str | os.PathLike, run_info: dict[str, Any], *, every: int = 0,
                dist: "Distributed | None" = None, expected_bytes: int = 0) -> "Checkpointer":
         """Make `out.partial/` with run.json, after checking that checkpoints will fit (before training)."""
+        check_every(every)  # before the folder exists, so a bad value leaves nothing behind
         folder = partial_folder(out)
         error: Exception | None = None
         if (dist is None or dist.is_main) and folder.exists():
@@ -129,6 +129,9 @@ class Checkpointer:
             try:
                 info_raw = _read_run_file(folder)
                 ckpt_raw = (folder / CHECKPOINT_FILE).read_bytes() if (folder / CHECKPOINT_FILE).is_file() else b""
+                if (folder / CHECKPOINT_FILE).is_file() and not ckpt_raw:  # never a silent restart from scratch
+                    raise ModelFileError(f"{folder / CHECKPOINT_FILE} is empty (0 bytes): the checkpoint is damaged; "
+                                         f"the folder is kept; remove {folder} to train again from the start")
             except (ModelFileError, OSError) as exc:
                 error = exc
         if dist is not None:
@@ -287,6 +290,11 @@ class Checkpointer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def check_every(every: int) -> None:
+    if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 10**12:
+        raise ValueError(f"--checkpoint-every must be 0 (epoch ends only) or a number of steps >= 1, got {every!r}")
 
 
 def _read_run_file(folder: Path) -> bytes:
