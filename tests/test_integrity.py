@@ -84,3 +84,43 @@ def test_damaged_checkpoint_digest(tmp_path, small):
     with pytest.raises(model_file.ModelFileError, match="SHA-256"):
         Checkpointer.open(tmp_path / "run")
     assert path.exists()
+
+
+def test_second_process_cannot_own_a_partial_run(tmp_path):
+    """A `.partial` run is locked by the process training it: a second resume is refused while it lives."""
+    import subprocess
+    import sys
+    import time as _time
+    folder = partial_folder(tmp_path / "run")
+    folder.mkdir()
+    (folder / RUN_FILE).write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(folder / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BlockingIOError, match="being trained by another process"):
+            Checkpointer.open(tmp_path / "run")
+    finally:
+        holder.kill()
+        holder.wait()
+    _time.sleep(0.05)
+    ckpt, _ = Checkpointer.open(tmp_path / "run")  # the owner is gone: the lock is free
+    ckpt.finish()
+
+
+def test_stale_temporary_folders_are_removed(tmp_path):
+    import os
+    import time as _time
+
+    from cnnlab.fsutil import atomic_dir
+    old, fresh = tmp_path / ".run.abc123.tmp", tmp_path / ".run.def456.tmp"
+    old.mkdir()
+    fresh.mkdir()
+    os.utime(old, (_time.time() - 7200, _time.time() - 7200))
+    with atomic_dir(tmp_path / "run") as tmp:
+        (tmp / "x").write_text("1")
+    assert not old.exists() and fresh.exists()  # a recent one may be another live process's write
+    assert (tmp_path / "run" / "x").read_text() == "1"

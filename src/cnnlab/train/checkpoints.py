@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 PARTIAL = ".partial"
 POLL_STEPS = 20  # how often distributed ranks agree on a stop request (one tiny all-reduce)
 
@@ -80,6 +81,7 @@ class Checkpointer:
             self.saved_world_size = self._resume[1].get("world_size")
         self._objects: tuple[Any, ...] | None = None
         self._steps_per_epoch = 1
+        self._lock = _lock(self.folder) if self.is_main and self.folder.is_dir() else None
 
     @property
     def path(self) -> Path:
@@ -267,6 +269,9 @@ class Checkpointer:
         """The run folder is complete: the checkpoint folder is no longer needed."""
         if self.is_main:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     @contextmanager
     def catch_signals(self) -> Iterator["Checkpointer"]:
@@ -290,6 +295,22 @@ class Checkpointer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _lock(folder: Path) -> int | None:
+    """Own the `.partial` folder: an exclusive flock on its lock file, held until `finish` or exit."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one process at a time is then the user's care
+        return None
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BlockingIOError(f"{folder} is being trained by another process right now; "
+                              "wait for it to finish or stop it before resuming") from None
+    return fd
 
 
 def check_every(every: int) -> None:
