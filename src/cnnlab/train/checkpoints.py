@@ -270,7 +270,8 @@ class Checkpointer:
         if self.is_main:
             shutil.rmtree(self.folder, ignore_errors=True)
         if self._lock is not None:
-            os.close(self._lock)
+            if _HELD.pop(os.path.realpath(self.folder), None) is not None:
+                os.close(self._lock)
             self._lock = None
 
     @contextmanager
@@ -303,6 +304,9 @@ def _lock(folder: Path) -> int | None:
         import fcntl
     except ImportError:  # Windows: no flock; one process at a time is then the user's care
         return None
+    key = os.path.realpath(folder)
+    if key in _HELD:  # this process owns it already (an earlier Checkpointer of the same run, in one session)
+        return _HELD[key]
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -310,7 +314,11 @@ def _lock(folder: Path) -> int | None:
         os.close(fd)
         raise BlockingIOError(f"{folder} is being trained by another process right now; "
                               "wait for it to finish or stop it before resuming") from None
+    _HELD[key] = fd
     return fd
+
+
+_HELD: dict[str, int] = {}  # realpath of a .partial folder -> the lock this process holds on it
 
 
 def check_every(every: int) -> None:
