@@ -1,9 +1,11 @@
 """Crash-safe file writes: write to a temporary file beside the target, fsync, then rename."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +28,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` if the block succeeds."""
     path = Path(path)
+    remove_stale(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -48,6 +51,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another --out or remove it first")
+    remove_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
@@ -63,6 +67,25 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+STALE_SECONDS = 3600
+
+
+def remove_stale(path: Path) -> None:
+    """Remove `.NAME.xxxx.tmp` leftovers of `atomic_dir`/`atomic_path` for `path` that a killed process left,
+    only those untouched for an hour, so another live process's write in progress is never removed."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.lstat().st_mtime < STALE_SECONDS:
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _umask() -> int:

@@ -35,6 +35,9 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     return path
 
 
+MAX_GRID = 400
+
+
 def sample_grid(
     images: np.ndarray,
     labels: Sequence[int],
@@ -44,6 +47,8 @@ def sample_grid(
     title: str = "Sample images",
 ) -> Figure:
     """The first rows*cols images with their class names."""
+    if rows * cols > MAX_GRID:  # one matplotlib axis per tile: thousands take minutes and gigabytes
+        raise ValueError(f"a grid of {rows}x{cols} = {rows * cols:,} images is too large: at most {MAX_GRID} images")
     images = np.asarray(images)
     n = min(rows * cols, len(images))
     fig, axes = _tiles(n, cols, tile=1.3, title=f"{title}  ({n} of {len(images)})")

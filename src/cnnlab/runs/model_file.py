@@ -5,6 +5,7 @@ Nothing is ever pickled or unpickled: a model file from a stranger is tensors pl
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import os
@@ -21,6 +22,7 @@ from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
 from cnnlab.spec.build import build, place
 from cnnlab.spec.graph import AnySpec, spec_from_dict
 from cnnlab.spec.layers import SpecError
+from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict
 
 FORMAT_VERSION = 1
@@ -55,7 +57,29 @@ def model_bytes(spec: AnySpec, module: torch.nn.Module, class_names: list[str],
     meta = {"format_version": FORMAT_VERSION, "name": name, "spec": spec.to_dict(),
             "class_names": list(class_names), "preprocessing": preprocessing}
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    meta["sha256"] = tensor_digest(state)
     return st_save(state, metadata={"cnnlab": json.dumps(meta)})
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order: the file's integrity check."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], expected: str | None, where: str) -> None:
+    """ModelFileError when the digest differs from `expected` (None: a file written before digests, not
+    checked) or when a floating-point tensor holds NaN or infinity (naming the tensor)."""
+    if expected is not None and tensor_digest(tensors) != expected:
+        raise ModelFileError(f"{where}: the tensors do not match the file's SHA-256: the file is damaged or was altered")
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"{where}: tensor {name!r} holds NaN or infinite values; refusing to load it")
 
 
 def save_model(path: str | os.PathLike, spec: AnySpec, module: torch.nn.Module, class_names: list[str],
@@ -115,6 +139,8 @@ def read_model(path: str | os.PathLike) -> SavedModel:
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
         raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
     _check_sizes(path, spec, state)
+    check_tensors(state, meta.get("sha256"), str(path))
+    check_memory(spec, 1, False, f"the model {path}")  # predict and export run at least one image
     return SavedModel(spec, state, class_names, preprocessing, str(meta.get("name", "sequential")))
 
 

@@ -26,6 +26,7 @@ from cnnlab.runs import model_file
 from cnnlab.runs.predict import probabilities
 from cnnlab.spec.build import new_module
 from cnnlab.spec.layers import ModelSpec
+from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict, summary_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import eval_images, targets_tensor
@@ -93,6 +94,7 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
     resolve_device(config.device)  # fail on a bad device before any work
+    check_memory(spec, config.batch_size, True, f"training {model_name}")  # before any weights are allocated
     module = new_module(spec, config.seed)
     started = time.perf_counter()
     validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/

@@ -40,6 +40,9 @@ class Windows:
         return self.output_size[0] * self.output_size[1]
 
 
+MAX_EXPLAIN_SIDE = 256
+
+
 def conv_output_size(n: int, k: int, padding: str = "valid", stride: int = 1) -> int:
     """Output side along one axis under Keras's rule (see the module docstring)."""
     _check(n, k, padding, stride)
@@ -65,6 +68,9 @@ def conv_windows(
 ) -> Windows:
     """Full geometry of a Conv2D (or, with kind='pool', a pooling) window sweep."""
     size, k, s = _pair(input_size, "input_size"), _pair(kernel, "kernel"), _pair(stride, "stride")
+    if max(size) > MAX_EXPLAIN_SIDE:  # every window is listed and drawn: keep the work and the figure small
+        raise ValueError(f"input size {_x(size)} is too large to explain window by window: "
+                         f"at most {MAX_EXPLAIN_SIDE} a side")
     out = tuple(conv_output_size(size[a], k[a], padding, s[a]) for a in (0, 1))
     if padding == "same":
         pad = (same_padding(size[0], k[0], s[0]), same_padding(size[1], k[1], s[1]))

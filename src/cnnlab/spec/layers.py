@@ -264,10 +264,18 @@ class Input:
         object.__setattr__(self, "shape", check_input_shape(self.shape))
 
 
+MAX_SIDE = 8192  # input images: longest side, and pixels in all (64 MP), so no spec asks for absurd tensors
+MAX_PIXELS = 8192 * 8192
+
+
 def check_input_shape(shape: Any) -> tuple[int, ...]:
     if (not isinstance(shape, (tuple, list)) or not shape
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
         raise SpecError(f"input_shape must be a tuple of positive ints like (28, 28, 1), got {shape!r}")
+    side, pixels = max(shape[:2]), math.prod(shape[:2])
+    if side > MAX_SIDE or pixels > MAX_PIXELS:
+        raise SpecError(f"input_shape {tuple(shape)!r} is too large: at most {MAX_SIDE} pixels a side and "
+                        f"{MAX_PIXELS:,} pixels in all")
     return tuple(shape)
 
 

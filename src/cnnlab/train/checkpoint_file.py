@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from cnnlab.runs.model_file import ModelFileError, read_safetensors
+from cnnlab.runs.model_file import ModelFileError, check_tensors, read_safetensors, tensor_digest
 
 FORMAT_VERSION = 1
 META_KEY = "cnnlab.train.checkpoints"
@@ -65,6 +65,7 @@ def checkpoint_bytes(module: torch.nn.Module, opt: torch.optim.Optimizer, sched:
             "optimizer": {"state": opt_json, "param_groups": opt_state["param_groups"]},
             "scheduler": sched.state_dict(), "saved": dt.datetime.now().isoformat(timespec="seconds")}
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta["sha256"] = tensor_digest(cpu)
     return st_save(cpu, metadata={META_KEY: json.dumps(meta)})
 
 
@@ -78,6 +79,10 @@ def read_checkpoint(raw: bytes, where: str) -> tuple[dict[str, torch.Tensor], di
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{where}: checkpoint format {meta.get('format_version') if isinstance(meta, dict) else meta!r}, "
                              f"this cnnlab reads version {FORMAT_VERSION}")
+    # checkpoints written before digests carry none and are not checked; weights must be finite either way
+    check_tensors({k: v for k, v in tensors.items() if k.startswith(("model.", "best."))}, None, where)
+    if meta.get("sha256") is not None and tensor_digest(tensors) != meta["sha256"]:
+        raise ModelFileError(f"{where}: the tensors do not match the checkpoint's SHA-256: the file is damaged")
     return tensors, meta
 
 

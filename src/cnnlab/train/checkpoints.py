@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 PARTIAL = ".partial"
 POLL_STEPS = 20  # how often distributed ranks agree on a stop request (one tiny all-reduce)
 
@@ -70,8 +71,7 @@ class Checkpointer:
     def __init__(self, folder: Path, *, every: int = 0, dist: "Distributed | None" = None,
                  resume_bytes: bytes | None = None):
         """`resume_bytes`: the checkpoint file to continue from (read by `Checkpointer.open`)."""
-        if every < 0:
-            raise ValueError(f"--checkpoint-every must be 0 (epoch ends only) or a number of steps, got {every}")
+        check_every(every)
         self.folder, self.every, self.dist = Path(folder), every, dist
         self.stop_requested = False
         self.saved: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
@@ -81,6 +81,7 @@ class Checkpointer:
             self.saved_world_size = self._resume[1].get("world_size")
         self._objects: tuple[Any, ...] | None = None
         self._steps_per_epoch = 1
+        self._lock = _lock(self.folder) if self.is_main and self.folder.is_dir() else None
 
     @property
     def path(self) -> Path:
@@ -94,6 +95,7 @@ class Checkpointer:
     def create(cls, out: str | os.PathLike, run_info: dict[str, Any], *, every: int = 0,
                dist: "Distributed | None" = None, expected_bytes: int = 0) -> "Checkpointer":
         """Make `out.partial/` with run.json, after checking that checkpoints will fit (before training)."""
+        check_every(every)  # before the folder exists, so a bad value leaves nothing behind
         folder = partial_folder(out)
         error: Exception | None = None
         if (dist is None or dist.is_main) and folder.exists():
@@ -129,6 +131,9 @@ class Checkpointer:
             try:
                 info_raw = _read_run_file(folder)
                 ckpt_raw = (folder / CHECKPOINT_FILE).read_bytes() if (folder / CHECKPOINT_FILE).is_file() else b""
+                if (folder / CHECKPOINT_FILE).is_file() and not ckpt_raw:  # never a silent restart from scratch
+                    raise ModelFileError(f"{folder / CHECKPOINT_FILE} is empty (0 bytes): the checkpoint is damaged; "
+                                         f"the folder is kept; remove {folder} to train again from the start")
             except (ModelFileError, OSError) as exc:
                 error = exc
         if dist is not None:
@@ -264,6 +269,10 @@ class Checkpointer:
         """The run folder is complete: the checkpoint folder is no longer needed."""
         if self.is_main:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock is not None:
+            if _HELD.pop(os.path.realpath(self.folder), None) is not None:
+                os.close(self._lock)
+            self._lock = None
 
     @contextmanager
     def catch_signals(self) -> Iterator["Checkpointer"]:
@@ -287,6 +296,34 @@ class Checkpointer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _lock(folder: Path) -> int | None:
+    """Own the `.partial` folder: an exclusive flock on its lock file, held until `finish` or exit."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one process at a time is then the user's care
+        return None
+    key = os.path.realpath(folder)
+    if key in _HELD:  # this process owns it already (an earlier Checkpointer of the same run, in one session)
+        return _HELD[key]
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BlockingIOError(f"{folder} is being trained by another process right now; "
+                              "wait for it to finish or stop it before resuming") from None
+    _HELD[key] = fd
+    return fd
+
+
+_HELD: dict[str, int] = {}  # realpath of a .partial folder -> the lock this process holds on it
+
+
+def check_every(every: int) -> None:
+    if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 10**12:
+        raise ValueError(f"--checkpoint-every must be 0 (epoch ends only) or a number of steps >= 1, got {every!r}")
 
 
 def _read_run_file(folder: Path) -> bytes:

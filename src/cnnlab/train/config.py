@@ -11,6 +11,9 @@ from cnnlab.train.optim import CONSTANT_LR, ONECYCLE_PEAK, OPTIMIZERS, SCHEDULES
 LOSSES = ("categorical", "binary")  # softmax over K classes, or one sigmoid unit with 0/1 labels
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_EPOCHS = 100_000  # numbers from a user are bounded so a typo cannot mean a run that never ends
+MAX_BATCH = 1 << 20
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,21 @@ class TrainConfig:
     loss: str = "categorical"  # "binary": the module returns one logit (B, 1), labels are 0/1
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_EPOCHS, "epochs", self.epochs,
+               f"an integer in [1, {MAX_EPOCHS}]")
+        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH, "batch_size", self.batch_size,
+               f"an integer in [1, {MAX_BATCH}]")
+        _check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED), "seed", self.seed,
+               "None or an integer in [0, 2**63-1]")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " or ".join(OPTIMIZERS))
-        _check(self.lr is None or self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
+               "lr", self.lr, "a finite positive number")
+        _check(isinstance(self.momentum, (int, float)) and math.isfinite(self.momentum) and self.momentum >= 0,
+               "momentum", self.momentum, "a finite number >= 0")
+        _check(isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+               and self.weight_decay >= 0, "weight_decay", self.weight_decay, "a finite number >= 0")
+        _check(isinstance(self.eval_batch_size, int) and 1 <= self.eval_batch_size <= MAX_BATCH,
+               "eval_batch_size", self.eval_batch_size, f"an integer in [1, {MAX_BATCH}]")
         _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule, " or ".join(SCHEDULES))
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(0 <= self.validation_split < 1, "validation_split", self.validation_split, "a number in [0, 1)")

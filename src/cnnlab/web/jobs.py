@@ -12,6 +12,7 @@ from typing import Any
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.runs import run_folder
 from cnnlab.spec.layers import ModelSpec
+from cnnlab.spec.memory import check_memory
 from cnnlab.train.config import TrainConfig
 
 FINAL = ("done", "error")
@@ -60,6 +61,7 @@ class Trainer:
         self._thread: threading.Thread | None = None
 
     def start(self, data: Dataset, spec: ModelSpec, config: TrainConfig, out: Path, model_name: str) -> Job:
+        check_memory(spec, config.batch_size, True, "training")  # refused with a 400, before a thread starts
         with self._lock:
             if self.job is not None and self.job.state == "running":
                 raise Busy(f"busy: run {self.job.run.name} is training; stop it or wait until it finishes")

@@ -11,12 +11,14 @@ Hidden files and folders, `__MACOSX`, `.DS_Store`, `Thumbs.db` and `desktop.ini`
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")  # virtual files: endless, or blocking when read
 IGNORED_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", "@eaDir"})
 
 
@@ -57,18 +59,25 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not ignored(p.name))
 
 
-def scan(root: str | os.PathLike) -> Layout:
-    """The layout of an image folder; ValueError naming the folder when it is not one cnnlab can read."""
+def scan(root: str | os.PathLike, *, follow_links: bool = False) -> Layout:
+    """The layout of an image folder; ValueError naming the folder when it is not one cnnlab can read.
+
+    As Keras (`follow_links=False`), symlinked folders are not entered unless `follow_links`; when they
+    are, never one that leads back to a folder above it (a loop), and each real file counts once.
+    Only regular files are candidates (no devices, FIFOs or sockets).
+    """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} not found")
+    if any(root == Path(p) or Path(p) in root.parents for p in SYSTEM_FOLDERS):
+        raise ValueError(f"{root} is a system folder ({', '.join(SYSTEM_FOLDERS)}), not an image folder")
     top = _subfolders(root)
     if not top:
         raise ValueError(f"{root} has no subfolders: put each class's images in its own subfolder "
                          "(e.g. hotdog/ and not_hotdog/), or use train/ and val/ or test/ split folders")
     splits_found = {p: SPLIT_ALIASES[p.name.lower()] for p in top if p.name.lower() in SPLIT_ALIASES}
     if not splits_found:
-        classes, skipped = _classes(root, root)
+        classes, skipped = _classes(root, root, follow_links)
         return Layout(root, {"train": classes}, tuple(classes), {}, tuple(skipped))
 
     others = [p.name for p in top if p not in splits_found]
@@ -89,7 +98,7 @@ def scan(root: str | os.PathLike) -> Layout:
     skipped: list[BadFile] = []
     for split in ("train", "val", "test"):
         if split in seen:
-            splits[split], more = _classes(seen[split], root)
+            splits[split], more = _classes(seen[split], root, follow_links)
             skipped += more
     names = tuple(splits["train"])
     for split, classes in splits.items():
@@ -100,19 +109,33 @@ def scan(root: str | os.PathLike) -> Layout:
     return Layout(root, splits, names, {split: f"{folder.name}/" for split, folder in seen.items()}, tuple(skipped))
 
 
-def _classes(folder: Path, root: Path) -> tuple[dict[str, tuple[Path, ...]], list[BadFile]]:
+def _classes(folder: Path, root: Path, follow_links: bool = False
+             ) -> tuple[dict[str, tuple[Path, ...]], list[BadFile]]:
     classes, skipped = {}, []
+    seen_files: set[tuple[int, int]] = set()  # (device, inode): a file reached twice through links counts once
     subfolders = _subfolders(folder)
     if not subfolders:
         raise ValueError(f"{folder} has no class subfolders: put each class's images in its own subfolder")
     for sub in subfolders:
         files = []
-        for dirpath, dirnames, filenames in os.walk(sub, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not ignored(d))
+        for dirpath, dirnames, filenames in os.walk(sub, followlinks=follow_links):
+            here = os.path.realpath(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not ignored(d) and not _loops(os.path.join(dirpath, d), here))
             for name in sorted(filenames):
                 if ignored(name):
                     continue
                 path = Path(dirpath) / name
+                try:
+                    info = path.stat()
+                except OSError:
+                    skipped.append(BadFile(path.relative_to(root).as_posix(), "cannot be read (a broken link?)"))
+                    continue
+                if not stat.S_ISREG(info.st_mode):
+                    skipped.append(BadFile(path.relative_to(root).as_posix(), "not a regular file"))
+                    continue
+                if (info.st_dev, info.st_ino) in seen_files:
+                    continue
+                seen_files.add((info.st_dev, info.st_ino))
                 if path.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(path)
                 else:
@@ -121,3 +144,11 @@ def _classes(folder: Path, root: Path) -> tuple[dict[str, tuple[Path, ...]], lis
                                            f"cnnlab reads {' '.join(IMAGE_SUFFIXES)}"))
         classes[sub.name] = tuple(files)
     return classes, skipped
+
+
+def _loops(path: str, parent_real: str) -> bool:
+    """A symlinked folder that leads to the folder holding it or to one of its ancestors."""
+    if not os.path.islink(path):
+        return False
+    target = os.path.realpath(path)
+    return parent_real == target or parent_real.startswith(target.rstrip(os.sep) + os.sep)
