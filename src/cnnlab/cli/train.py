@@ -162,7 +162,7 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
                       model_name: str, source: Any) -> int:
     from cnnlab.spec.summary import summary_text
     from cnnlab.train.fit import check_trainable, resolve_device
-    from cnnlab.train.progress import progress_callbacks
+    from cnnlab.train.progress import progress_callbacks, smoothed_loss_floor
 
     device = resolve_device(config.device)  # bad settings fail here, before any folder is made
     check_trainable(config, has_validation=data.x_val is not None)
@@ -177,6 +177,11 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
         f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
         + (f", {run.dist.world_size} processes ({config.batch_size / run.dist.world_size:g} images each per step)"
            if run.dist else ""))
+    if config.label_smoothing > 0:
+        floor = smoothed_loss_floor(config.label_smoothing, len(data.class_names))
+        say(f"note: the training loss includes label smoothing {config.label_smoothing:g}: its floor is about "
+            f"{floor:.3f} (a perfect prediction for {len(data.class_names)} classes), so it reads higher than the "
+            "test loss; --label-smoothing 0 turns it off")
     on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
     try:
         folder, history, evaluation = run.train(data, spec, config, out, model_name, source=source,

@@ -53,14 +53,26 @@ def sample_grid(
     return fig
 
 
-def training_curves(history: dict[str, Sequence[float]], title: str = "Training history") -> Figure:
-    """Loss and accuracy per epoch, training and validation ('loss', 'val_loss', 'accuracy', ...)."""
+def training_curves(history: dict[str, Sequence[float]], title: str = "Training history",
+                    steps: Sequence[Sequence[float]] | None = None) -> Figure:
+    """Loss and accuracy per epoch, training and validation ('loss', 'val_loss', 'accuracy', ...).
+
+    `steps` ([epochs done, loss, accuracy] rows, the epoch's running means; history.json's "steps") adds the
+    training curve within each epoch: with one epoch it is the only curve there is."""
     panels = [m for m in ("loss", "accuracy") if m in history or f"val_{m}" in history]
     if not panels:
         raise ValueError(f"history needs 'loss' or 'accuracy' lists, got keys {sorted(history)}")
+    points = np.asarray(steps, dtype=float).reshape(-1, 3) if steps else np.zeros((0, 3))
     fig = Figure(figsize=(5.2 * len(panels), 4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, metric in zip(axes, panels):
+        if len(points):
+            column = points[:, 1 if metric == "loss" else 2]
+            epoch_of = np.ceil(points[:, 0] - 1e-9).astype(int)  # x in (e, e + 1]: within epoch e + 1
+            for e in np.unique(epoch_of):  # one line an epoch: the running means restart with each
+                mask = epoch_of == e
+                ax.plot(points[mask, 0], column[mask], "-", color="tab:blue", alpha=0.5,
+                        label="training, running mean within the epoch" if e == epoch_of[0] else None)
         for key, style, label in ((metric, "o-", "training"), (f"val_{metric}", "s--", "validation")):
             values = history.get(key)
             if values:
@@ -69,7 +81,7 @@ def training_curves(history: dict[str, Sequence[float]], title: str = "Training 
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=not len(points)))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
