@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import MissingExtra
-from cnnlab.runs import model_file
 from cnnlab.fsutil import atomic_path, atomic_write_bytes
+from cnnlab.runs import model_file
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17  # ONNX opset: onnxruntime >= 1.11, TensorRT 8.6, OpenVINO 2022.3 and later all run it

@@ -10,7 +10,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from cnnlab.spec import layers as L
 from cnnlab.runs.keras_layers import (
     CONVERTERS,
     KerasFileError,
@@ -20,6 +19,7 @@ from cnnlab.runs.keras_layers import (
     flatten_perm,
     layer_config,
 )
+from cnnlab.spec import layers as L
 
 
 def walk(spec: L.ModelSpec) -> Iterator[tuple[L.Layer, str, L.Shape, str, Perm]]:

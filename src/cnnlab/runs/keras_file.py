@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.spec import layers as L
 from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError, keras_shape
+from cnnlab.spec import layers as L
 from cnnlab.spec.build import build
 
 if TYPE_CHECKING:

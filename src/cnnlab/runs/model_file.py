@@ -18,8 +18,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
-from cnnlab.spec.layers import ModelSpec, SpecError
 from cnnlab.spec.build import build, place
+from cnnlab.spec.layers import ModelSpec, SpecError
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
