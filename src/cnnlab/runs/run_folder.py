@@ -211,7 +211,9 @@ def dataset_of_run(run: str | Path, data: str | None = None, data_dir: str | Non
 
 def metrics_text(evaluation: Evaluation) -> str:
     return (f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
-            f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format())
+            f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format() + "\n\nconfusion matrix "
+            "(rows: true class, columns: predicted class)\n"
+            + metrics.confusion_text(evaluation.confusion, evaluation.report.class_names))
 
 
 def describe_run(folder: str | Path) -> dict[str, Any]:
