@@ -32,18 +32,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
     p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
     p.add_argument("--batch-size", type=int, help="images per step (default 128)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="how the weights are updated (default: adam)")
     p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
-    p.add_argument("--schedule", choices=SCHEDULES, help="default: onecycle unless --lr")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="how the learning rate changes during training (default: onecycle, or constant with --lr)")
     p.add_argument("--label-smoothing", type=float, metavar="EPS",
-                   help="soften the one-hot targets to 1-EPS (default 0.1; it raises the training loss, not the test loss)")
+                   help="soften the targets: 1-EPS+EPS/K for the true class, EPS/K for the others (default 0.1); it "
+                        "raises the training loss to a floor above 0 (printed), not the test loss")
     p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
     p.add_argument("--monitor", choices=MONITORS, help="what --early-stopping watches (default val_loss)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto: a CUDA GPU when there is one)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+                   help="number format of the arithmetic (default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32)")
     p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")

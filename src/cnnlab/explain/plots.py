@@ -199,25 +199,35 @@ def feature_maps_grid(
 
 
 def grad_cam_overlay(
-    image: np.ndarray, heatmap: np.ndarray, title: str = "Grad-CAM", alpha: float = 0.45
+    image: np.ndarray, heatmap: np.ndarray, title: str = "Grad-CAM", alpha: float = 0.45,
+    saliency: np.ndarray | None = None,
 ) -> Figure:
-    """Image, heat map (H, W) in [0, 1], and the heat map laid over the image."""
+    """Image, heat map (H, W) in [0, 1], the heat map laid over the image, and the saliency (H, W) when given."""
     image, heatmap = np.asarray(image), np.asarray(heatmap)
     if heatmap.shape != image.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} must equal the image's (H, W) {image.shape[:2]}")
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax_img, ax_map, ax_mix = fig.subplots(1, 3)
+    if saliency is not None and np.shape(saliency) != image.shape[:2]:
+        raise ValueError(f"saliency shape {np.shape(saliency)} must equal the image's (H, W) {image.shape[:2]}")
+    fig = Figure(figsize=(10 if saliency is None else 13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3 if saliency is None else 4)
+    ax_img, ax_map, ax_mix = axes[:3]
     _show(ax_img, image)
     ax_img.set_title("image")
     im = ax_map.imshow(heatmap, cmap="jet", vmin=0, vmax=1)
-    ax_map.set_title("heat map")
+    ax_map.set_title("Grad-CAM heat map")
     _show(ax_mix, image)
     ax_mix.imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=alpha)
-    ax_mix.set_title("overlay")
-    for ax in (ax_map, ax_mix):
+    ax_mix.set_title("Grad-CAM overlay")
+    for ax in axes[1:]:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=[ax_map, ax_mix], shrink=0.8, label="importance for the class")
+    if saliency is not None:
+        sal = np.asarray(saliency, dtype=float)
+        ax_sal = axes[3]
+        si = ax_sal.imshow(sal, cmap="hot", vmin=0, vmax=max(float(sal.max()), 1e-12))
+        ax_sal.set_title("saliency |d logit / d pixel|")
+        fig.colorbar(si, ax=ax_sal, shrink=0.8)
     fig.suptitle(title)
     return fig
 
