@@ -9,7 +9,15 @@ from torch import nn
 
 from cnnlab.explain.maps import conv_layers, feature_maps, filters, grad_cam, layer_kind, saliency, top_losses
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread while these tests run (their reductions then match the hand computations' order);
+    the process's own setting comes back after, so later tests train as the CLI does."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_cnn(in_ch: int = 1, seed: int = 0) -> nn.Sequential:

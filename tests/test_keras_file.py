@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cnnlab.models import Sequential
-from cnnlab.runs.keras_file import KerasFileError, load_keras, load_keras_model, save_keras
+from cnnlab.models import load_model as load_keras_model
+from cnnlab.runs.keras_file import KerasFileError, load_keras, save_keras
 from cnnlab.spec import layers as L
 from cnnlab.spec.conv_arithmetic import same_padding
 
@@ -288,7 +289,7 @@ def test_unknown_layer_types_are_all_named(tmp_path):
     (lambda kl: kl.Dense(2, activation="softplus"), "activation='softplus'"),
     (lambda kl: kl.BatchNormalization(center=False), "center=False"),
     (lambda kl: kl.GlobalAveragePooling2D(keepdims=True), "keepdims=True"),
-    (lambda kl: kl.Conv2D(2, 3, trainable=False), "trainable=False"),
+    (lambda kl: kl.SeparableConv2D(2, 3, dilation_rate=2), "dilation_rate=[2, 2]"),
 ])
 def test_options_cnnlab_cannot_honour_are_named(tmp_path, layer, option):
     path = _keras_file(tmp_path, layer(keras.layers), shape=(8, 8, 3))
@@ -317,12 +318,14 @@ def test_vector_input_models_load(tmp_path):
                                atol=ATOL, rtol=0)
 
 
-def test_functional_models_are_refused_by_name(tmp_path):
-    inputs = keras.Input((8, 8, 3))
-    kmodel = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
-    kmodel.save(tmp_path / "f.keras")
-    with pytest.raises(ValueError, match=r"Sequential.*Received: class_name='Functional'"):
-        load_keras(tmp_path / "f.keras")
+def test_other_model_classes_are_refused_by_name(tmp_path):
+    path = _keras_file(tmp_path, keras.layers.Dense(2), shape=(4,))
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    config["class_name"] = "MyModel"
+    with pytest.raises(ValueError, match=r"Sequential.*Received: class_name='MyModel'"):
+        from cnnlab.runs.keras_config import read_config
+        read_config(config)
 
 
 def test_damaged_files_are_named(tmp_path):

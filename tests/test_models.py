@@ -115,3 +115,19 @@ def test_add_validates_names_and_order():
         model.add(layers.Dense(3, name="a"))
     with pytest.raises(SpecError, match="Input must come before"):
         model.add(layers.Input((28, 28, 1)))
+
+
+def test_keras_layer_objects_in_sequential():
+    from cnnlab import backend
+    from cnnlab import layers as KL
+    backend.clear_session()
+    model = models.Sequential([KL.Conv2D(4, 3, activation="relu"), KL.Conv2D(4, 3), KL.Flatten(), KL.Dense(10)])
+    model.build((None, 12, 12, 1))  # Keras's form, batch axis first
+    assert [layer.name for layer in model.layers] == ["conv2d", "conv2d_1", "flatten", "dense"]
+    assert model.layers[1].output.shape == (None, 8, 8, 4) and model.input.shape == (None, 12, 12, 1)
+    assert model.count_params() == 40 + 148 + 8 * 8 * 4 * 10 + 10 == sum(w.size for w in model.get_weights())
+    second = models.Sequential([KL.Input((12, 12, 1)), KL.Conv2D(2, 3), layers.Conv2D(2, 3)])  # object, then spec
+    assert [layer.name for layer in second.layers] == ["conv2d_2", "conv2d_1"]  # a spec is named in its model
+    model.layers[0].trainable = False  # a layer object's flag is settable (specs stay frozen)
+    assert model.spec.layers[0].trainable is False and model.spec.to_dict()["layers"][0]["trainable"] is False
+    assert models.Sequential(trainable=False).trainable is False

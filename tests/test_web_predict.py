@@ -32,7 +32,7 @@ def test_predict_matches_the_core_on_mnist_test_images(client, trained, mnist):
     model = load_model(trained)
     for i in range(12):
         raw = web_support.png_bytes(mnist.x_test[i])
-        r = upload(client, raw, top_k=3)
+        r = upload(client, raw, top_k=3, echo=1)
         assert r.status_code == 200, r.text
         body = r.json()
         x = to_model_input(Image.open(io.BytesIO(raw)), model.spec.input_shape, model.preprocessing)

@@ -1,20 +1,91 @@
 """Keras's `layers` namespace: `from cnnlab import layers; layers.Conv2D(32, (3, 3), activation="relu")`.
 
-The layer types are the spec dataclasses of `cnnlab.spec.layers`, the source of truth of every model.
+Each class is a Keras-shaped layer object (`cnnlab.symbolic.Layer`: automatic name, `trainable`,
+callable on `keras.Input(...)` tensors, weights in Keras's layout) over the spec dataclass of the same
+name in `cnnlab.spec.layers`, which takes the same arguments and stays the source of truth.
 """
-from cnnlab.spec.layers import (
-                                Activation,
-                                AveragePooling2D,
-                                BatchNormalization,
-                                Conv2D,
-                                Dense,
-                                Dropout,
-                                Flatten,
-                                GlobalAveragePooling2D,
-                                Input,
-                                Layer,
-                                MaxPooling2D,
-)
+from __future__ import annotations
 
-__all__ = ["Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAveragePooling2D", "Input", "Layer", "MaxPooling2D"]
+from typing import Any
+
+from cnnlab.spec import layers as L
+from cnnlab.spec import merge as M
+from cnnlab.symbolic import Input, InputLayer, KerasTensor, Layer
+
+
+class Conv2D(Layer):
+    spec_class = L.Conv2D
+
+
+class SeparableConv2D(Layer):
+    """`SeparableConv2D(filters, kernel_size, strides=(1, 1), padding="valid", activation=None,
+    use_bias=True, depth_multiplier=1)`: depthwise then pointwise convolution, as Keras's."""
+    spec_class = L.SeparableConv2D
+
+
+class MaxPooling2D(Layer):
+    spec_class = L.MaxPooling2D
+
+
+class AveragePooling2D(Layer):
+    spec_class = L.AveragePooling2D
+
+
+class GlobalAveragePooling2D(Layer):
+    spec_class = L.GlobalAveragePooling2D
+
+
+class Flatten(Layer):
+    spec_class = L.Flatten
+
+
+class Dense(Layer):
+    spec_class = L.Dense
+
+
+class Dropout(Layer):
+    spec_class = L.Dropout
+
+
+class BatchNormalization(Layer):
+    spec_class = L.BatchNormalization
+
+
+class Activation(Layer):
+    spec_class = L.Activation
+
+
+class Add(Layer):
+    """`Add()([x, y])`: element-wise sum of tensors of one shape."""
+    spec_class = M.Add
+
+
+class Concatenate(Layer):
+    """`Concatenate()([x, y])`: joins tensors along the channel (last) axis."""
+    spec_class = M.Concatenate
+
+
+def add(inputs: list[KerasTensor], **kwargs: Any) -> KerasTensor:
+    """`layers.add([x, y])`, Keras's functional form of `Add()([x, y])`."""
+    return Add(**kwargs)(inputs)
+
+
+def concatenate(inputs: list[KerasTensor], axis: int = -1, **kwargs: Any) -> KerasTensor:
+    return Concatenate(axis, **kwargs)(inputs)
+
+
+LAYER_CLASSES: dict[type[L.Layer], type[Layer]] = {
+    cls.spec_class: cls for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+                                    Flatten, Dense, Dropout, BatchNormalization, Activation, Add, Concatenate)}
+
+
+def from_spec(spec: L.Layer, name: str | None = None) -> Layer:
+    """The layer object of a spec (`spec.layers.Conv2D(...)` -> `layers.Conv2D`), named `name` or as the spec."""
+    if type(spec) not in LAYER_CLASSES:
+        raise L.SpecError(f"expected a layer such as layers.Conv2D(32, (3, 3)), got {spec!r}")
+    return LAYER_CLASSES[type(spec)].from_spec(spec, name)
+
+
+__all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Dense",
+           "Dropout", "Flatten", "GlobalAveragePooling2D", "Input", "InputLayer", "Layer", "MaxPooling2D",
+           "SeparableConv2D", "add", "concatenate", "from_spec"]

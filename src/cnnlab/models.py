@@ -1,101 +1,154 @@
-"""Keras-shaped models: `Sequential` (add layers, build, summary) and `load_model`; training is in `cnnlab.training`.
+"""Keras-shaped models: `Sequential` (add layers, build, summary), the functional `Model`, and `load_model`.
 
-A thin facade: the layer list is a `ModelSpec`, the network is the plain torch module that
-`cnnlab.spec.build.build` makes from it (`model.module`), and training is `cnnlab.train.fit.fit`.
+A thin facade: a Sequential's spec is a `ModelSpec` (layer list) and its network the `nn.Sequential`
+of its layers' own torch modules (`model.module`); training is `cnnlab.train.fit.fit` (see
+`cnnlab.training`). Everything else a model has (weights, trainable, get_layer, save) is `Model`'s.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
-import torch
+from torch import nn
 
+from cnnlab import layers as KL
+from cnnlab.backend import auto_name
+from cnnlab.functional import Model
 from cnnlab.runs import model_file
-from cnnlab.spec.build import new_module, place
-from cnnlab.spec.layers import Input, Layer, ModelSpec, SpecError
-from cnnlab.spec.summary import summary_dict, summary_text
+from cnnlab.runs.keras_file import load_keras
+from cnnlab.spec.build import assemble, place
+from cnnlab.spec.graph import AnySpec
+from cnnlab.spec.layers import Input as InputSpec
+from cnnlab.spec.layers import Layer as LayerSpec
+from cnnlab.spec.layers import ModelSpec, SpecError, drop_auto_names, keras_names
+from cnnlab.spec.merge import Merge
+from cnnlab.symbolic import Input, InputLayer, KerasTensor, Layer, build_modules
 from cnnlab.train.fit import resolve_device
-from cnnlab.training import Trainer
 
 
-class Sequential(Trainer):
+class Sequential(Model):
     """A stack of layers, as `keras.Sequential`; the torch module is `model.module` once built."""
 
-    def __init__(self, layers: list[Layer | Input] | None = None, name: str = "sequential"):
-        self.name = name
+    def __init__(self, layers: list[Any] | None = None, name: str | None = None, trainable: bool = True):
+        self.name = name or auto_name("sequential")
+        self._start()
         self._layers: list[Layer] = []
-        self._input_shape: tuple[int, ...] | None = None
-        self._module: torch.nn.Sequential | None = None
-        self._train_options: dict[str, Any] = {}
-        self._loss: str | None = None
-        self.class_names: list[str] | None = None
-        self.preprocessing: dict[str, Any] = {}
+        self._input: KerasTensor | None = None
+        self._tensors: list[KerasTensor] = []  # each layer's output, once the input shape is known
         for layer in layers or []:
             self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # --- building -------------------------------------------------------------------------
-    def add(self, layer: Layer | Input) -> None:
+    def add(self, layer: Any) -> None:
+        """Append a layer: a `layers.X(...)` object (named when made, conv2d_3), or a spec of
+        `cnnlab.spec.layers` (named within the model, as a JSON layer list is); `Input(shape)` may come first."""
         if self._module is not None:
             raise SpecError("cannot add layers to a model that is already built or trained")
-        if isinstance(layer, Input):
-            if self._layers:
+        if isinstance(layer, (InputSpec, KerasTensor, InputLayer)):
+            if self._layers or self._input is not None:
                 raise SpecError("Input must come before every other layer")
-            self._input_shape = layer.shape
+            self._input = (Input(layer.shape, layer.name) if isinstance(layer, InputSpec)
+                           else layer.output if isinstance(layer, InputLayer) else layer)
             return
+        if isinstance(layer, LayerSpec):  # a spec is named within its model, as in a JSON layer list
+            layer = KL.from_spec(layer, layer.name or keras_names([*(x.spec for x in self._layers), layer])[-1])
         if not isinstance(layer, Layer):
             raise SpecError(f"add() takes a layer such as layers.Conv2D(32, (3, 3)), got {layer!r}")
+        if any(other.name == layer.name for other in self._layers):
+            raise SpecError(f"layer name {layer.name!r} is used twice; layer names must be unique")
+        if not self._layers and self._input is None and layer.declared_input_shape is not None:
+            self._input = Input(layer.declared_input_shape)
         self._layers.append(layer)
-        self.spec.names  # noqa: B018 - validates unique names now, where the mistake was made
+        if self._input is not None:
+            self._connect()
+
+    def _connect(self) -> None:
+        """Call the layers not yet called on the symbolic tensor before them (shapes only)."""
+        assert self._input is not None
+        for layer in self._layers[len(self._tensors):]:
+            self._tensors.append(layer(self._tensors[-1] if self._tensors else self._input))
 
     @property
     def spec(self) -> ModelSpec:
-        spec = ModelSpec(tuple(self._layers))
-        shape = self._input_shape or spec.input_shape
-        return spec.with_input_shape(shape) if shape else spec
+        shape = tuple(self._input.shape[1:]) if self._input is not None else None
+        return ModelSpec(tuple(drop_auto_names([layer.spec for layer in self._layers])), shape)  # type: ignore[arg-type]
 
     @property
-    def layers(self) -> list[Layer]:
+    def layers(self) -> list[Any]:
         return list(self._layers)
 
-    @property
-    def built(self) -> bool:
-        return self._module is not None
+    def _weighted(self) -> list[Layer]:
+        return list(self._layers)
 
-    def build(self, input_shape: tuple[int, ...] | None = None, seed: int | None = None) -> torch.nn.Sequential:
-        """Make the torch module (Keras-initialised); `input_shape` is (H, W, C) without the batch axis."""
+    def build(self, input_shape: tuple[Any, ...] | None = None, seed: int | None = None) -> nn.Module:
+        """Make the torch module (Keras-initialised); `input_shape` is (H, W, C), or (None, H, W, C) as Keras takes."""
         if self._module is None:
-            if input_shape is not None and self.spec.input_shape is None:
-                self._input_shape = tuple(input_shape)
+            if self._input is None:
+                if input_shape is None:
+                    raise SpecError("the model has no input shape: give input_shape=(H, W, C) to the first layer, "
+                                    "start with keras.Input, or call build((None, H, W, C))")
+                shape = tuple(input_shape)
+                self._input = Input(shape[1:] if shape and shape[0] is None else shape)
+                self._connect()
             spec = self.spec
             spec.shapes()  # raises SpecError naming the first layer that cannot fit
-            self._module = new_module(spec, seed)
+            build_modules(self._layers, seed)
+            self._module = assemble(spec, {layer.name: layer.module for layer in self._layers})
         return self._module
 
     @property
-    def module(self) -> torch.nn.Sequential:
-        if self._module is None:
-            raise SpecError("the model is not built yet: give input_shape to the first layer, or call fit/build")
-        return self._module
+    def inputs(self) -> list[KerasTensor]:
+        if self._input is None:
+            raise AttributeError(f"Sequential model {self.name!r} has no input yet: give it an input shape")
+        return [self._input]
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return [self._tensors[-1]] if self._tensors else self.inputs
 
     @property
     def num_classes(self) -> int:
         return self.spec.shapes()[-1][-1]
 
-    def summary(self, print_fn: Callable[[str], None] = print, style: str = "keras3") -> None:
-        print_fn(summary_text(self.spec, self.name, style))
-
-    def count_params(self) -> int:
-        return summary_dict(self.spec)["total_params"]
+    def _output_count(self) -> int:
+        return 1
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
-    """Load a model saved by `model.save` or `cnnlab train` (a .safetensors file or a run folder)."""
-    saved = model_file.read_model(path)
-    model = Sequential(name=saved.name)
-    model._layers = list(saved.spec.layers)
-    model._input_shape = saved.spec.input_shape
-    model._module = place(saved.module(), resolve_device(device))
-    model.class_names = saved.class_names
-    model.preprocessing = saved.preprocessing
-    model._loss = "sparse_categorical_crossentropy"
+def model_from_spec(spec: AnySpec, name: str) -> Model:
+    """A Sequential (layer list) or functional Model (graph) made of new layer objects named as in `spec`."""
+    if isinstance(spec, ModelSpec):
+        return Sequential([InputSpec(spec.input_shape), *(KL.from_spec(layer, n) for layer, n in
+                                                          zip(spec.layers, spec.names))], name=name)
+    tensors = {(inp.name, 0): Input(inp.shape, inp.name) for inp in spec.inputs}
+    objects: dict[str, Layer] = {}
+    for node, ref in zip(spec.nodes, spec.refs()):
+        layer = objects.setdefault(node.layer.name, KL.from_spec(node.layer))
+        args = [tensors[r] for r in node.inbound]
+        tensors[ref] = layer(args if isinstance(node.layer, Merge) else args[0])
+    return Model([tensors[(inp.name, 0)] for inp in spec.inputs], [tensors[r] for r in spec.outputs], name=name)
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> Model:
+    """Load a model saved by `model.save` or `cnnlab train`: a `.keras` file (Keras 3's own, or cnnlab's),
+    a `.safetensors` file or a run folder."""
+    if Path(path).suffix == ".keras":  # not compiled, as Keras's load of a file without compile_config
+        keras = load_keras(path)
+        model = model_from_spec(keras.spec, keras.name)
+        model.module.load_state_dict(keras.state, strict=True)
+        model.class_names = keras.class_names
+    else:
+        saved = model_file.read_model(path)
+        model = model_from_spec(saved.spec, saved.name)
+        model.module.load_state_dict(saved.state, strict=True)
+        model.class_names = saved.class_names
+        model.preprocessing = saved.preprocessing
+        model._loss = "sparse_categorical_crossentropy"
+    place(model.module, resolve_device(device))
+    model.module.eval()
     return model
+
+
+__all__ = ["Model", "Sequential", "load_model", "model_from_spec"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cnnlab.errors import MissingExtra
 
+SERVE_CONCURRENCY = 512  # open connections + tasks; beyond, uvicorn answers 503 instead of queueing without end
+
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run folder or .safetensors file to serve first (default: the newest run)")
@@ -37,5 +39,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"cnnlab: serving on http://{shown}:{args.port}/  (API docs at /docs; Ctrl-C stops)", flush=True)
     # An open event stream would otherwise hold Ctrl-C until training ends; after 3 s the app's
     # shutdown stops the job, which still saves its run folder.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
+    # Slow clients: an idle keep-alive connection closes after 5 s, request headers over 16 KiB are
+    # refused, and the app's BodyRead guard cuts off a body still trickling in after 10 s. uvicorn has
+    # no timeout for a request's headers themselves, so limit_concurrency bounds what such clients hold.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=3, timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
+                limit_concurrency=SERVE_CONCURRENCY, backlog=SERVE_CONCURRENCY)
     return 0

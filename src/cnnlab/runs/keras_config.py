@@ -2,7 +2,7 @@
 
 Keras writes `{"module": "keras", "class_name": "Sequential", "config": {"name", "layers": [InputLayer,
 layer, ...], "build_input_shape"}, "build_config", "compile_config"}`; each layer is converted by
-`cnnlab.keras_layers.CONVERTERS`. Functional models (class_name "Functional") are refused by name.
+`cnnlab.keras_layers.CONVERTERS`. Functional models are `cnnlab.runs.keras_graph`'s.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cnnlab.runs.keras_layers import (
     Options,
     Perm,
     check_common,
-    flatten_perm,
+    feature_perm,
     layer_config,
 )
 from cnnlab.spec import layers as L
@@ -30,10 +30,7 @@ def walk(spec: L.ModelSpec) -> Iterator[tuple[L.Layer, str, L.Shape, str, Perm]]
     for layer, name, shape in zip(spec.layers, spec.names, in_shapes):
         n = counts[layer.keras_name] = counts.get(layer.keras_name, -1) + 1
         yield layer, name, shape, f"layers/{layer.keras_name}" + (f"_{n}" if n else ""), perm
-        if isinstance(layer, L.Flatten) and len(shape) == 3:
-            perm = flatten_perm(shape)
-        elif isinstance(layer, (L.Dense, L.GlobalAveragePooling2D)):
-            perm = None  # a Dense mixes all features; what follows is in the same order in both
+        perm = feature_perm(layer, [shape], [perm])
 
 
 def model_config(spec: L.ModelSpec, name: str = "sequential") -> dict[str, Any]:
@@ -107,7 +104,8 @@ def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, s
         opts = Options(conf["class_name"], conf["config"], where)
         try:
             check_common(opts)
-            layer = CONVERTERS[conf["class_name"]].read(opts, shape)
+            layer = dataclasses.replace(CONVERTERS[conf["class_name"]].read(opts, shape),
+                                        trainable=opts.config.get("trainable", True))
             opts.finish()
             shape = layer.output_shape(shape)
         except L.SpecError as exc:
@@ -115,8 +113,7 @@ def read_config(config: Any, where: str = "config.json") -> tuple[L.ModelSpec, s
         specs.append(layer)
     # A name Keras gave automatically is the one cnnlab would give too: leave it unset, so that the
     # spec equals the one written by hand; `spec.names` is the same either way.
-    auto = L.keras_names([dataclasses.replace(layer, name=None) for layer in specs])
-    specs = [dataclasses.replace(layer, name=None) if layer.name == a else layer for layer, a in zip(specs, auto)]
+    specs = L.drop_auto_names(specs)
     try:
         spec = L.ModelSpec(tuple(specs), input_shape)
         spec.shapes()

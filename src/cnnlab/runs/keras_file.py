@@ -1,4 +1,4 @@
-"""Read and write Keras 3 `.keras` files (zip: metadata.json, config.json, model.weights.h5) for Sequential models.
+"""Read and write Keras 3 `.keras` files (zip: metadata.json, config.json, model.weights.h5), Sequential and functional.
 
 The file is laid out as Keras 3 writes it, so `keras.models.load_model` opens what `save_keras` writes
 and `load_keras` opens what `model.save("x.keras")` writes. The weights file holds one group per layer,
@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -26,12 +26,11 @@ from torch import nn
 
 from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
-from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError, keras_shape
-from cnnlab.spec import layers as L
+from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config
+from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
 from cnnlab.spec.build import build
-
-if TYPE_CHECKING:
-    from cnnlab.models import Sequential
+from cnnlab.spec.graph import AnySpec, GraphSpec
+from cnnlab.spec.summary import summary_dict
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -42,12 +41,12 @@ _SLACK_BYTES = 64 << 20  # HDF5 overhead allowed beyond the float32 weights the 
 @dataclass
 class KerasModel:
     """What a .keras file holds, in cnnlab's terms: the spec, torch weights (keys of `build(spec)`), names."""
-    spec: L.ModelSpec
+    spec: AnySpec
     state: dict[str, torch.Tensor]
     name: str = "sequential"
     class_names: list[str] | None = None
 
-    def module(self) -> nn.Sequential:
+    def module(self) -> nn.Module:
         """The torch module (logits, see `cnnlab.model`), weights loaded, in eval mode."""
         module = build(self.spec)
         module.load_state_dict(self.state, strict=True)
@@ -65,21 +64,26 @@ def _child_tensors(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 
 # --- writing ---------------------------------------------------------------------------------
-def _weights_bytes(spec: L.ModelSpec, module: nn.Module, name: str) -> bytes:
+def _walk(spec: AnySpec) -> Any:
+    """(layer or None for an input, name, input shape, weights group path, feature permutation) per layer."""
+    return graph_walk(spec) if isinstance(spec, GraphSpec) else walk(spec)
+
+
+def _weights_bytes(spec: AnySpec, module: nn.Module, name: str) -> bytes:
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
-        f.create_group("vars").attrs["name"] = name  # the Sequential's own (empty) variable group
-        for layer, lname, _, path, perm in walk(spec):
+        f.create_group("vars").attrs["name"] = name  # the model's own (empty) variable group
+        for layer, lname, _, path, perm in _walk(spec):
             group = f.create_group(f"{path}/vars")
             group.attrs["name"] = lname
-            to_keras = CONVERTERS[layer.type].to_keras
+            to_keras = CONVERTERS[layer.type].to_keras if layer is not None else None
             if to_keras is not None:
-                for i, array in enumerate(to_keras(list(_child_tensors(module, lname).values()), perm)):
+                for i, array in enumerate(to_keras(list(_child_tensors(module, lname).values()), perm, layer)):
                     group[str(i)] = np.ascontiguousarray(array, dtype=np.float32)
     return buf.getvalue()
 
 
-def keras_bytes(spec: L.ModelSpec, module: nn.Module, class_names: list[str] | None = None,
+def keras_bytes(spec: AnySpec, module: nn.Module, class_names: list[str] | None = None,
                 name: str = "sequential") -> bytes:
     """The bytes of a .keras file for `spec` with `module`'s weights (see `save_keras`)."""
     if spec.input_shape is None:
@@ -88,7 +92,8 @@ def keras_bytes(spec: L.ModelSpec, module: nn.Module, class_names: list[str] | N
                                 "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
     if class_names is not None:  # Keras ignores extra metadata; cnnlab reads its class names back
         metadata["cnnlab"] = {"class_names": [str(c) for c in class_names]}
-    members = {METADATA: json.dumps(metadata).encode(), CONFIG: json.dumps(model_config(spec, name)).encode(),
+    config = graph_config(spec, name) if isinstance(spec, GraphSpec) else model_config(spec, name)
+    members = {METADATA: json.dumps(metadata).encode(), CONFIG: json.dumps(config).encode(),
                WEIGHTS: _weights_bytes(spec, module, name)}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # stored, not deflated, as Keras writes it
@@ -97,7 +102,7 @@ def keras_bytes(spec: L.ModelSpec, module: nn.Module, class_names: list[str] | N
     return buf.getvalue()
 
 
-def save_keras(spec: L.ModelSpec, module: nn.Module, path: str | os.PathLike,
+def save_keras(spec: AnySpec, module: nn.Module, path: str | os.PathLike,
                class_names: list[str] | None = None, name: str = "sequential") -> Path:
     """Write `spec` and `module`'s weights as a Keras 3 `.keras` file, atomically (old file or new, never half)."""
     path = Path(path)
@@ -156,13 +161,13 @@ def _group(f: h5py.File, path: str, where: str) -> h5py.Group | None:
     return node
 
 
-def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.Tensor]:
+def _read_weights(raw: bytes, spec: AnySpec, where: str) -> dict[str, torch.Tensor]:
     module = build(spec)
     state = module.state_dict()
     try:
         with h5py.File(io.BytesIO(raw), "r") as f:
-            for layer, lname, _, path, perm in walk(spec):
-                to_torch = CONVERTERS[layer.type].to_torch
+            for layer, lname, _, path, perm in _walk(spec):
+                to_torch = CONVERTERS[layer.type].to_torch if layer is not None else None
                 if to_torch is None:
                     continue
                 wanted = _child_tensors(module, lname)
@@ -173,13 +178,14 @@ def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.
                     raise KerasFileError(f"{where}: {WEIGHTS} has variables {keys} for layer {lname!r} at {path}, "
                                          f"expected {len(wanted)} (0 to {len(wanted) - 1})")
                 arrays = []
-                for key, tensor in zip(keys, wanted.values()):
-                    ds, expected = _dataset(group, key, where), keras_shape(tuple(tensor.shape))
+                expected_shapes = [a.shape for a in CONVERTERS[layer.type].to_keras(list(wanted.values()), perm, layer)]
+                for key, expected in zip(keys, expected_shapes):
+                    ds = _dataset(group, key, where)
                     if ds.shape != expected:
                         raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
                                              f"expected {expected}")
                     arrays.append(np.asarray(ds[()], dtype=np.float32))
-                for tname, tensor in zip(wanted, to_torch(arrays, perm)):
+                for tname, tensor in zip(wanted, to_torch(arrays, perm, layer)):
                     state[f"{lname}.{tname}"] = tensor
     except (OSError, KeyError) as exc:  # h5py's error for a damaged file
         raise KerasFileError(f"{where}: {WEIGHTS} is not a readable HDF5 file ({exc})") from None
@@ -187,7 +193,7 @@ def _read_weights(raw: bytes, spec: L.ModelSpec, where: str) -> dict[str, torch.
 
 
 def load_keras(path: str | os.PathLike) -> KerasModel:
-    """Read a Keras 3 `.keras` Sequential model: spec, torch weights, name, and class names if cnnlab wrote them."""
+    """Read a Keras 3 `.keras` Sequential or functional model: spec, torch weights, name, and class names if cnnlab wrote them."""
     where = str(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -198,14 +204,16 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
     with zf:
         if WEIGHTS not in zf.namelist() and "model.weights.npz" in zf.namelist():
             raise KerasFileError(f"{where}: cnnlab reads weights saved as {WEIGHTS}. Received: model.weights.npz")
-        spec, name = read_config(_read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG),
-                                 f"{where} ({CONFIG})")
+        config = _read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG)
+        if isinstance(config, dict) and config.get("class_name") == "Functional":
+            spec, name = read_graph_config(config, f"{where} ({CONFIG})")
+        else:
+            spec, name = read_config(config, f"{where} ({CONFIG})")
         class_names = None
         if METADATA in zf.namelist():
             meta = _read_json(_read_member(zf, METADATA, where, _MAX_JSON_BYTES), where, METADATA)
             class_names = _class_names(meta, spec, where)
-        inputs = [spec.input_shape, *spec.shapes()[:-1]]
-        floats = sum(sum(layer.params(shape)) for layer, shape in zip(spec.layers, inputs))
+        floats = summary_dict(spec)["total_params"]
         raw = _read_member(zf, WEIGHTS, where, 4 * floats * 2 + _SLACK_BYTES)  # float64 weights are allowed
         if 4 * floats > 100 * len(raw) + _SLACK_BYTES:  # a config asking for far more than the file holds
             raise KerasFileError(f"{where}: the config asks for {floats:,} weights but {WEIGHTS} "
@@ -213,29 +221,14 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
     return KerasModel(spec, _read_weights(raw, spec, where), name, class_names)
 
 
-def _class_names(meta: Any, spec: L.ModelSpec, where: str) -> list[str] | None:
+def _class_names(meta: Any, spec: AnySpec, where: str) -> list[str] | None:
     names = meta.get("cnnlab", {}).get("class_names") if isinstance(meta, dict) and isinstance(
         meta.get("cnnlab"), dict) else None
     if names is None:
         return None
-    outputs = spec.shapes()[-1]
+    outputs = summary_dict(spec)["output_shapes"][0]
     if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
             or len(names) != outputs[-1]):
         raise KerasFileError(f"{where}: {METADATA} must list {outputs[-1]} class names as strings. "
                              f"Received: class_names={names!r:.80}")
     return names
-
-
-def load_keras_model(path: str | os.PathLike, device: str = "cpu") -> Sequential:
-    """A `cnnlab.models.Sequential` from a .keras file, weights loaded (not compiled, as Keras's without
-    compile_config)."""
-    # imported here, not at the top: cnnlab.models may come to import this module for Sequential.save
-    from cnnlab.models import Sequential
-
-    saved = load_keras(path)
-    model = Sequential([L.Input(saved.spec.input_shape), *saved.spec.layers], name=saved.name)
-    model.build()
-    model.module.load_state_dict(saved.state, strict=True)
-    model.module.eval()
-    model.class_names = saved.class_names
-    return model.to(device)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cnnlab.spec import layers as L
+from cnnlab.spec import merge as M
 
 Perm = np.ndarray | None  # torch feature i of a flattened image is Keras feature perm[i]; None: same order
 _DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
@@ -88,14 +89,37 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def feature_perm(layer: L.Layer, shapes: list[L.Shape], perms: list[Perm]) -> Perm:
+    """The feature permutation of `layer`'s output, from its inputs' shapes and permutations (see above):
+    a Flatten of an image makes one, Dense and global pooling end it, the rest pass it on."""
+    if isinstance(layer, L.Flatten) and len(shapes[0]) == 3:
+        return flatten_perm(shapes[0])
+    if isinstance(layer, M.Concatenate) and len(shapes[0]) == 1 and any(p is not None for p in perms):
+        offsets = np.cumsum([0, *(s[0] for s in shapes[:-1])])
+        return np.concatenate([(np.arange(s[0]) if p is None else p) + o for s, p, o in zip(shapes, perms, offsets)])
+    if isinstance(layer, M.Add) and any(p is not None for p in perms):
+        if any(p is None or not np.array_equal(p, perms[0]) for p in perms):
+            raise L.SpecError(f"Add layer {layer.name!r} adds a Flatten output to a tensor in another feature "
+                              "order; cnnlab cannot match Keras's layout there")
+        return perms[0]
+    if isinstance(layer, (L.Dense, L.GlobalAveragePooling2D)) or len(shapes[0]) == 3:
+        return None  # a Dense mixes all features; image tensors are never permuted
+    return perms[0]
+
+
 def check_common(opts: Options) -> None:
-    """The keys every Keras layer has: a float32 dtype policy, and trainable (cnnlab trains every layer)."""
+    """The keys every Keras layer has: a float32 dtype policy, and trainable."""
     opts.get("name")
-    opts.expect("trainable", True)
+    _check_bool_key(opts, "trainable")
     dtype = opts.get("dtype")
     policy = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
     if policy not in (None, "float32"):
         raise opts.fail("dtype", policy, "dtype='float32'")
+
+
+def _check_bool_key(opts: Options, key: str) -> None:
+    if not isinstance(opts.get(key, True), bool):
+        raise opts.fail(key, opts.config[key], f"{key} true or false")
 
 
 def read_activation(opts: Options, key: str = "activation") -> str | None:
@@ -127,6 +151,17 @@ def _read_conv(opts: Options, shape: L.Shape) -> L.Layer:
     return L.Conv2D(opts.get("filters"), opts.pair("kernel_size", (3, 3)), opts.pair("strides", (1, 1)),
                     opts.get("padding", "valid"), read_activation(opts), opts.get("use_bias", True),
                     name=opts.name)
+
+
+def _read_separable(opts: Options, shape: L.Shape) -> L.Layer:
+    _check_channels_last(opts)
+    opts.expect("dilation_rate", (1, 1), 1)
+    opts.ignore("depthwise_initializer", "pointwise_initializer", "bias_initializer")
+    _no_regularisers(opts, "depthwise", "pointwise", "bias")
+    opts.expect_null("activity_regularizer")
+    return L.SeparableConv2D(opts.get("filters"), opts.pair("kernel_size", (3, 3)), opts.pair("strides", (1, 1)),
+                             opts.get("padding", "valid"), read_activation(opts), opts.get("use_bias", True),
+                             depth_multiplier=opts.get("depth_multiplier", 1), name=opts.name)
 
 
 def _read_pool(cls: type[L._Pooling2D]) -> Callable[[Options, L.Shape], L.Layer]:
@@ -192,6 +227,16 @@ def _conv_config(spec: L.Conv2D) -> dict[str, Any]:
             "bias_constraint": None}
 
 
+def _separable_config(spec: L.SeparableConv2D) -> dict[str, Any]:
+    return {"depth_multiplier": spec.depth_multiplier, "filters": spec.filters, "kernel_size": list(spec.kernel_size),
+            "strides": list(spec.strides), "padding": spec.padding, "data_format": "channels_last",
+            "dilation_rate": [1, 1], "activation": spec.activation or "linear", "use_bias": spec.use_bias,
+            "depthwise_initializer": _GLOROT, "pointwise_initializer": _GLOROT, "bias_initializer": _init("Zeros"),
+            "depthwise_regularizer": None, "pointwise_regularizer": None, "bias_regularizer": None,
+            "activity_regularizer": None, "depthwise_constraint": None, "pointwise_constraint": None,
+            "bias_constraint": None}
+
+
 def _pool_config(spec: L._Pooling2D) -> dict[str, Any]:
     return {"pool_size": list(spec.pool_size), "padding": spec.padding, "strides": list(spec.stride_pair),
             "data_format": "channels_last"}
@@ -213,14 +258,16 @@ def _batchnorm_config(spec: L.BatchNormalization) -> dict[str, Any]:
             "renorm_momentum": 0.99}
 
 
-def layer_config(spec: L.Layer, name: str, input_shape: L.Shape) -> dict[str, Any]:
+def layer_config(spec: L.Layer, name: str, input_shape: L.Shape | list[L.Shape]) -> dict[str, Any]:
     """The serialised Keras layer, `{"module": "keras.layers", "class_name": ..., "config": ...}`."""
     conv = CONVERTERS[spec.type]
-    config = {"name": name, "trainable": True, "dtype": _DTYPE, **conv.write(spec)}
+    config = {"name": name, "trainable": spec.trainable, "dtype": _DTYPE, **conv.write(spec)}
     out: dict[str, Any] = {"module": "keras.layers", "class_name": spec.type, "config": config,
                            "registered_name": None}
     if conv.build_config:  # Keras records the build shape only for layers with their own build()
-        out["build_config"] = {"input_shape": [None, *input_shape]}
+        shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+        batch = [[None, *s] for s in shapes]
+        out["build_config"] = {"input_shape": batch if isinstance(input_shape, list) else batch[0]}
     return out
 
 
@@ -238,38 +285,44 @@ def _keras_order(v: np.ndarray, perm: Perm) -> np.ndarray:
     return v if perm is None else v[np.argsort(perm)]
 
 
-def _conv_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+def _conv_to_keras(ts: Tensors, perm: Perm, layer: Any = None) -> Arrays:
     return [_np(ts[0]).transpose(2, 3, 1, 0), *(_np(t) for t in ts[1:])]  # OIHW -> HWIO
 
 
-def _conv_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+def _conv_to_torch(arrays: Arrays, perm: Perm, layer: Any = None) -> Tensors:
     return [torch.from_numpy(arrays[0].transpose(3, 2, 0, 1).copy()),  # HWIO -> OIHW
             *(torch.from_numpy(a.copy()) for a in arrays[1:])]
 
 
-def _dense_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+def _separable_to_keras(ts: Tensors, perm: Perm, layer: L.SeparableConv2D) -> Arrays:
+    # depthwise torch (in * m, 1, kh, kw), output channel c * m + j  <->  Keras (kh, kw, in, m)
+    depth = _np(ts[0])
+    m = layer.depth_multiplier
+    keras_depth = depth.reshape(depth.shape[0] // m, m, *depth.shape[2:]).transpose(2, 3, 0, 1)
+    return [keras_depth, *_conv_to_keras(ts[1:], perm)]
+
+
+def _separable_to_torch(arrays: Arrays, perm: Perm, layer: L.SeparableConv2D) -> Tensors:
+    kh, kw, c, m = arrays[0].shape
+    depth = arrays[0].transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
+    return [torch.from_numpy(depth.copy()), *_conv_to_torch(arrays[1:], perm)]
+
+
+def _dense_to_keras(ts: Tensors, perm: Perm, layer: Any = None) -> Arrays:
     return [_keras_order(_np(ts[0]).T, perm), *(_np(t) for t in ts[1:])]  # (out, in) -> (in, out)
 
 
-def _dense_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+def _dense_to_torch(arrays: Arrays, perm: Perm, layer: Any = None) -> Tensors:
     kernel = arrays[0] if perm is None else arrays[0][perm]
     return [torch.from_numpy(kernel.T.copy()), *(torch.from_numpy(a.copy()) for a in arrays[1:])]
 
 
-def _vectors_to_keras(ts: Tensors, perm: Perm) -> Arrays:
+def _vectors_to_keras(ts: Tensors, perm: Perm, layer: Any = None) -> Arrays:
     return [_keras_order(_np(t), perm) for t in ts]
 
 
-def _vectors_to_torch(arrays: Arrays, perm: Perm) -> Tensors:
+def _vectors_to_torch(arrays: Arrays, perm: Perm, layer: Any = None) -> Tensors:
     return [torch.from_numpy((a if perm is None else a[perm]).copy()) for a in arrays]
-
-
-def keras_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape Keras stores for a torch parameter: OIHW -> HWIO, (out, in) -> (in, out), vectors as they are."""
-    if len(torch_shape) == 4:
-        o, i, h, w = torch_shape
-        return (h, w, i, o)
-    return tuple(reversed(torch_shape))
 
 
 @dataclass(frozen=True)
@@ -277,21 +330,35 @@ class Converter:
     """How one Keras layer class maps to a cnnlab spec: config both ways, weights both ways (None: no weights)."""
     read: Callable[[Options, L.Shape], L.Layer]
     write: Callable[[Any], dict[str, Any]]
-    to_keras: Callable[[Tensors, Perm], Arrays] | None = None
-    to_torch: Callable[[Arrays, Perm], Tensors] | None = None
+    to_keras: Callable[[Tensors, Perm, Any], Arrays] | None = None
+    to_torch: Callable[[Arrays, Perm, Any], Tensors] | None = None
     build_config: bool = False
+    variables: tuple[str, ...] = ()  # Keras's names of the weights, in order
+
+
+def _read_merge(cls: type[L.Layer]) -> Callable[[Options, L.Shape], L.Layer]:
+    def read(opts: Options, shape: L.Shape) -> L.Layer:
+        return cls(name=opts.name) if cls is M.Add else cls(opts.get("axis", -1), name=opts.name)
+    return read
 
 
 CONVERTERS: dict[str, Converter] = {
-    "Conv2D": Converter(_read_conv, _conv_config, _conv_to_keras, _conv_to_torch, build_config=True),
+    "Conv2D": Converter(_read_conv, _conv_config, _conv_to_keras, _conv_to_torch, build_config=True,
+                        variables=("kernel", "bias")),
+    "SeparableConv2D": Converter(_read_separable, _separable_config, _separable_to_keras, _separable_to_torch,
+                                 build_config=True, variables=("depthwise_kernel", "pointwise_kernel", "bias")),
     "MaxPooling2D": Converter(_read_pool(L.MaxPooling2D), _pool_config),
     "AveragePooling2D": Converter(_read_pool(L.AveragePooling2D), _pool_config),
     "GlobalAveragePooling2D": Converter(_read_gap, lambda spec: {"data_format": "channels_last",
                                                                  "keepdims": False}),
     "Flatten": Converter(_read_flatten, lambda spec: {"data_format": "channels_last"}, build_config=True),
-    "Dense": Converter(_read_dense, _dense_config, _dense_to_keras, _dense_to_torch, build_config=True),
+    "Dense": Converter(_read_dense, _dense_config, _dense_to_keras, _dense_to_torch, build_config=True,
+                       variables=("kernel", "bias")),
     "Dropout": Converter(_read_dropout, lambda spec: {"rate": spec.rate, "seed": None, "noise_shape": None}),
     "BatchNormalization": Converter(_read_batchnorm, _batchnorm_config, _vectors_to_keras, _vectors_to_torch,
-                                    build_config=True),
+                                    build_config=True, variables=("gamma", "beta", "moving_mean", "moving_variance")),
     "Activation": Converter(_read_activation, lambda spec: {"activation": spec.activation}),
+    "Add": Converter(_read_merge(M.Add), lambda spec: {}, build_config=True),
+    "Concatenate": Converter(_read_merge(M.Concatenate), lambda spec: {"axis": -1}, build_config=True),
 }
+NON_TRAINABLE = ("moving_mean", "moving_variance")  # Keras never trains batch norm's statistics

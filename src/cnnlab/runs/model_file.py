@@ -19,7 +19,9 @@ from safetensors.torch import save as st_save
 
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
 from cnnlab.spec.build import build, place
-from cnnlab.spec.layers import ModelSpec, SpecError
+from cnnlab.spec.graph import AnySpec, spec_from_dict
+from cnnlab.spec.layers import SpecError
+from cnnlab.spec.summary import summary_dict
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -32,7 +34,7 @@ class ModelFileError(ValueError):
 @dataclass
 class SavedModel:
     """What a model file holds: enough to rebuild the module and preprocess its inputs."""
-    spec: ModelSpec
+    spec: AnySpec
     state: dict[str, torch.Tensor]
     class_names: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +50,7 @@ class SavedModel:
         return place(module, torch.device("cpu")).eval()
 
 
-def model_bytes(spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+def model_bytes(spec: AnySpec, module: torch.nn.Module, class_names: list[str],
                 preprocessing: dict[str, Any], name: str = "sequential") -> bytes:
     meta = {"format_version": FORMAT_VERSION, "name": name, "spec": spec.to_dict(),
             "class_names": list(class_names), "preprocessing": preprocessing}
@@ -56,7 +58,7 @@ def model_bytes(spec: ModelSpec, module: torch.nn.Module, class_names: list[str]
     return st_save(state, metadata={"cnnlab": json.dumps(meta)})
 
 
-def save_model(path: str | os.PathLike, spec: ModelSpec, module: torch.nn.Module, class_names: list[str],
+def save_model(path: str | os.PathLike, spec: AnySpec, module: torch.nn.Module, class_names: list[str],
                preprocessing: dict[str, Any], name: str = "sequential") -> Path:
     """Write one `.safetensors` file atomically (a crash leaves the old file or the new one)."""
     path = Path(path)
@@ -100,27 +102,26 @@ def read_model(path: str | os.PathLike) -> SavedModel:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelFileError(f"{path}: model format version {meta.get('format_version')!r}, "
                                  f"this cnnlab reads version {FORMAT_VERSION}")
-        spec = ModelSpec.from_dict(meta["spec"])
-        shapes = spec.shapes()
+        spec = spec_from_dict(meta["spec"])
+        outputs = summary_dict(spec)["output_shapes"]
         class_names = meta["class_names"]
         preprocessing = meta.get("preprocessing") or {}
         if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
             raise ModelFileError(f"{path}: class_names must be a list of strings, got {class_names!r:.80}")
-        if len(shapes[-1]) == 1 and len(class_names) != shapes[-1][0]:
-            raise ModelFileError(f"{path}: {len(class_names)} class names for a model with {shapes[-1][0]} outputs")
+        if len(outputs) == 1 and len(outputs[0]) == 1 and len(class_names) != outputs[0][-1]:
+            raise ModelFileError(f"{path}: {len(class_names)} class names for a model with {outputs[0][-1]} outputs")
         if not isinstance(preprocessing, dict):
             raise ModelFileError(f"{path}: preprocessing must be an object, got {preprocessing!r:.80}")
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
         raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
-    _check_sizes(path, spec, shapes, state)
+    _check_sizes(path, spec, state)
     return SavedModel(spec, state, class_names, preprocessing, str(meta.get("name", "sequential")))
 
 
-def _check_sizes(path: Path, spec: ModelSpec, shapes: list[tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
+def _check_sizes(path: Path, spec: AnySpec, state: dict[str, torch.Tensor]) -> None:
     """The spec must ask for exactly the parameters the file holds, so that building the module
     allocates no more than the file justifies (a tampered spec could ask for billions)."""
-    inputs = [spec.input_shape, *shapes[:-1]]
-    wanted = sum(sum(layer.params(shape)) for layer, shape in zip(spec.layers, inputs))
+    wanted = summary_dict(spec)["total_params"]
     held = sum(t.numel() for k, t in state.items() if not k.endswith("num_batches_tracked"))
     if wanted != held:
         raise ModelFileError(f"{path}: the spec needs {wanted:,} parameters but the file holds {held:,}")

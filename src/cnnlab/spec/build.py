@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.spec import layers as L
+from cnnlab.spec import merge as M
 from cnnlab.spec.conv_arithmetic import same_padding
+from cnnlab.spec.graph import GraphSpec
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -64,18 +66,32 @@ def _block(parts: dict[str, nn.Module], activation: str | None) -> nn.Sequential
     return nn.Sequential(OrderedDict(parts))
 
 
-def _conv(spec: L.Conv2D, shape: L.Shape) -> nn.Module:
-    h, w, c = shape
+def _conv_padding(spec: L.Conv2D, shape: L.Shape, parts: dict[str, nn.Module]) -> tuple[int, int]:
+    """torch's symmetric padding for the conv, or a ZeroPad2d part for TF's uneven 'same' padding."""
+    h, w, _ = shape
     (kh, kw), (sh, sw) = spec.kernel_size, spec.strides
+    if spec.padding == "valid":
+        return (0, 0)
+    (top, bottom), (left, right) = same_padding(h, kh, sh), same_padding(w, kw, sw)
+    if top == bottom and left == right:
+        return (top, left)
+    parts["pad"] = nn.ZeroPad2d((left, right, top, bottom))  # TF puts the odd row/column of padding after
+    return (0, 0)
+
+
+def _conv(spec: L.Conv2D, shape: L.Shape) -> nn.Module:
     parts: dict[str, nn.Module] = {}
-    padding: tuple[int, int] = (0, 0)
-    if spec.padding == "same":
-        (top, bottom), (left, right) = same_padding(h, kh, sh), same_padding(w, kw, sw)
-        if top == bottom and left == right:
-            padding = (top, left)
-        else:  # TF puts the odd row/column of padding after; torch's own padding is symmetric
-            parts["pad"] = nn.ZeroPad2d((left, right, top, bottom))
-    parts["conv"] = nn.Conv2d(c, spec.filters, spec.kernel_size, spec.strides, padding, bias=spec.use_bias)
+    padding = _conv_padding(spec, shape, parts)
+    parts["conv"] = nn.Conv2d(shape[2], spec.filters, spec.kernel_size, spec.strides, padding, bias=spec.use_bias)
+    return _block(parts, spec.activation)
+
+
+def _separable(spec: L.SeparableConv2D, shape: L.Shape) -> nn.Module:
+    parts: dict[str, nn.Module] = {}
+    c, mid = shape[2], shape[2] * spec.depth_multiplier
+    padding = _conv_padding(spec, shape, parts)
+    parts["depthwise"] = nn.Conv2d(c, mid, spec.kernel_size, spec.strides, padding, groups=c, bias=False)
+    parts["pointwise"] = nn.Conv2d(mid, spec.filters, 1, bias=spec.use_bias)
     return _block(parts, spec.activation)
 
 
@@ -95,14 +111,41 @@ def _dense(spec: L.Dense, shape: L.Shape) -> nn.Module:
     return _block({"linear": linear}, spec.activation)
 
 
+class _FreezableNorm:
+    """Keras runs a frozen (trainable=False) BatchNormalization in inference mode, even while training."""
+    frozen = False
+
+    def train(self, mode: bool = True) -> nn.Module:
+        return super().train(mode and not self.frozen)  # type: ignore[misc]
+
+
+class BatchNorm2d(_FreezableNorm, nn.BatchNorm2d):
+    pass
+
+
+class BatchNorm1d(_FreezableNorm, nn.BatchNorm1d):
+    pass
+
+
+class AddN(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.stack(xs).sum(0)
+
+
+class ConcatChannels(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:  # channels: axis 1 of (B, C, H, W) and of (B, F)
+        return torch.cat(xs, 1)
+
+
 def _batchnorm(spec: L.BatchNormalization, shape: L.Shape) -> nn.Module:
-    norm = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+    norm = BatchNorm2d if len(shape) == 3 else BatchNorm1d
     # Keras's momentum weights the old statistic; torch's weights the new one.
     return norm(shape[-1], eps=spec.epsilon, momentum=1 - spec.momentum)
 
 
 BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.Conv2D: _conv,
+    L.SeparableConv2D: _separable,
     L.MaxPooling2D: _pool,
     L.AveragePooling2D: _pool,
     L.GlobalAveragePooling2D: lambda spec, shape: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
@@ -112,29 +155,98 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.BatchNormalization: _batchnorm,
     L.Activation: lambda spec, shape: (ACTIVATION_MODULES[spec.activation]() if spec.activation != "linear"
                                        else nn.Identity()),
+    M.Add: lambda spec, shapes: AddN(),
+    M.Concatenate: lambda spec, shapes: ConcatChannels(),
 }
 
 
-def ends_in_softmax(spec: L.ModelSpec) -> bool:
+class GraphModule(nn.Module):
+    """A functional model's torch module: one child per layer, named as the layer, run in node order.
+    `forward(*images)` takes (B, C, H, W) batches, one per input, and returns a tensor, or a list for
+    several outputs."""
+
+    def __init__(self, spec: GraphSpec, children: dict[str, nn.Module]):
+        super().__init__()
+        for name in spec.names:
+            self.add_module(name, children[name])
+        self.input_refs = [(inp.name, 0) for inp in spec.inputs]
+        self.plan = [(ref, node.layer.name, node.inbound) for ref, node in zip(spec.refs(), spec.nodes)]
+        self.output_refs = list(spec.outputs)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        values = dict(zip(self.input_refs, xs))
+        for ref, name, inbound in self.plan:
+            values[ref] = self._modules[name](*(values[r] for r in inbound))
+        outs = [values[r] for r in self.output_refs]
+        return outs[0] if len(outs) == 1 else outs
+
+
+def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape]) -> nn.Module:
+    """The torch module of one layer spec for an input of `shape` (a list of shapes for a merge layer)."""
+    module = BUILDERS[type(layer)](layer, shape)
+    set_trainable_(module, layer.trainable)
+    return module
+
+
+def set_trainable_(module: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze a layer's module: no gradients, and batch norm in inference mode, as Keras does."""
+    for p in module.parameters():
+        p.requires_grad_(trainable)
+    for m in module.modules():
+        if isinstance(m, _FreezableNorm):
+            m.frozen = not trainable
+
+
+def without_softmax(module: nn.Module) -> nn.Module:
+    """The same layer (same parameter objects) with its trailing softmax left out."""
+    if isinstance(module, nn.Softmax):
+        return nn.Identity()
+    if isinstance(module, nn.Sequential) and "act" in module._modules:
+        return nn.Sequential(OrderedDict((k, m) for k, m in module.named_children() if k != "act"))
+    return module
+
+
+def softmax_layer(spec: L.ModelSpec | GraphSpec) -> str | None:
+    """The name of the layer whose softmax the module leaves out (the last layer of a single-output
+    model, called once), or None."""
+    if isinstance(spec, GraphSpec):
+        outs = spec.outputs
+        if len(outs) != 1 or sum(n.layer.name == outs[0][0] for n in spec.nodes) != 1:
+            return None
+        last = next(n.layer for n in spec.nodes if n.layer.name == outs[0][0])
+    else:
+        last = spec.layers[-1] if spec.layers else None
+    return last.name if getattr(last, "activation", None) == "softmax" else None
+
+
+def ends_in_softmax(spec: L.ModelSpec | GraphSpec) -> bool:
+    if isinstance(spec, GraphSpec):
+        return softmax_layer(spec) is not None
     last = spec.layers[-1] if spec.layers else None
     return getattr(last, "activation", None) == "softmax"
 
 
-def build(spec: L.ModelSpec, *, logits: bool = True) -> nn.Sequential:
+def assemble(spec: L.ModelSpec | GraphSpec, children: dict[str, nn.Module], logits: bool = True) -> nn.Module:
+    """The model's module from its layers' modules (shared, not copied): an nn.Sequential for a layer
+    list, a GraphModule for a graph; with `logits` the final softmax is left out."""
+    names = list(spec.names)
+    if logits and ends_in_softmax(spec):
+        last = names[-1] if isinstance(spec, L.ModelSpec) else softmax_layer(spec)
+        children = {**children, last: without_softmax(children[last])}
+    if isinstance(spec, GraphSpec):
+        return GraphModule(spec, children)
+    return nn.Sequential(OrderedDict((name, children[name]) for name in names))
+
+
+def build(spec: L.ModelSpec | GraphSpec, *, logits: bool = True) -> nn.Module:
     """The torch module of `spec`; with `logits` a final softmax is left out (see module docstring)."""
-    in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
-    children: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes)):
-        if logits and i == len(spec.layers) - 1 and ends_in_softmax(spec):
-            layer = _without_softmax(layer)
-        children[name] = BUILDERS[type(layer)](layer, shape)
-    return nn.Sequential(children)
-
-
-def _without_softmax(layer: L.Layer) -> L.Layer:
-    if isinstance(layer, L.Activation):
-        return L.Activation("linear", name=layer.name)
-    return dataclasses.replace(layer, activation=None)
+    if isinstance(spec, GraphSpec):
+        children = {name: layer_module(layer, spec.input_shapes(name)) for name, layer in zip(spec.names, spec.layers)}
+    else:
+        in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
+        children = {name: layer_module(dataclasses.replace(layer, name=name), shape)
+                    for layer, name, shape in zip(spec.layers, spec.names, in_shapes)}
+    return assemble(spec, children, logits)
 
 
 def keras_init_(module: nn.Module, seed: int | None = None) -> None:
@@ -146,6 +258,8 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
             with torch.no_grad():
                 receptive = m.weight[0, 0].numel() if m.weight.dim() > 2 else 1  # kh * kw
                 fan_in, fan_out = m.weight[0].numel(), m.weight.shape[0] * receptive
+                if isinstance(m, nn.Conv2d) and m.groups > 1:  # Keras's depthwise kernel (kh, kw, in, multiplier)
+                    fan_in, fan_out = m.in_channels * receptive, m.out_channels // m.groups * receptive
                 bound = (6.0 / (fan_in + fan_out)) ** 0.5
                 m.weight.uniform_(-bound, bound, generator=gen)
                 if m.bias is not None:

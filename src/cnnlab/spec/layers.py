@@ -72,6 +72,7 @@ class Layer:
     `input_shape` on the first layer declares the model's input, as in Keras."""
     name: str | None = field(default=None, kw_only=True)
     input_shape: tuple[int, ...] | None = field(default=None, kw_only=True)
+    trainable: bool = field(default=True, kw_only=True)  # False: frozen, its weights count as non-trainable
     keras_name: ClassVar[str] = ""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -89,7 +90,7 @@ class Layer:
         out: dict[str, Any] = {"type": self.type}
         for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):  # name, input_shape last
             value = getattr(self, f.name)
-            if f.name in ("name", "input_shape") and value is None:
+            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -136,6 +137,22 @@ class Conv2D(Layer):
     def params(self, shape: Shape) -> tuple[int, int]:
         kh, kw = self.kernel_size
         return (kh * kw * shape[-1] + self.use_bias) * self.filters, 0
+
+
+@dataclass(frozen=True)
+class SeparableConv2D(Conv2D):
+    """A depthwise convolution (`depth_multiplier` filters per input channel), then a 1x1 pointwise one."""
+    depth_multiplier: int = 1
+    keras_name: ClassVar[str] = "separable_conv2d"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "depth_multiplier", _positive_int(self.depth_multiplier,
+                                                                   "SeparableConv2D depth_multiplier"))
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        (kh, kw), mid = self.kernel_size, shape[-1] * self.depth_multiplier
+        return kh * kw * mid + mid * self.filters + self.use_bias * self.filters, 0
 
 
 @dataclass(frozen=True)
@@ -247,23 +264,25 @@ class Activation(Layer):
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
+    for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
                 Dropout, BatchNormalization, Activation)
 }
 
 
-def from_dict(d: dict[str, Any]) -> Layer:
+def from_dict(d: dict[str, Any], types: dict[str, type[Layer]] = LAYER_TYPES) -> Layer:
     """Build a layer spec from its JSON form `{"type": "Conv2D", "filters": 32, ...}`."""
     if not isinstance(d, dict) or "type" not in d:
         raise SpecError(f"a layer must be an object with a 'type' key, got {d!r}")
     kind = d["type"]
-    if not isinstance(kind, str) or kind not in LAYER_TYPES:
-        raise SpecError(f"unknown layer type {kind!r}, expected one of {', '.join(LAYER_TYPES)}")
-    cls = LAYER_TYPES[kind]
+    if not isinstance(kind, str) or kind not in types:
+        raise SpecError(f"unknown layer type {kind!r}, expected one of {', '.join(types)}")
+    cls = types[kind]
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known - {"type"})
     if unknown:
         raise SpecError(f"{kind} got unknown argument(s) {', '.join(unknown)}; it takes {', '.join(sorted(known))}")
+    if not isinstance(d.get("trainable", True), bool):
+        raise SpecError(f"{kind} trainable must be true or false, got {d['trainable']!r}")
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "type"}
     try:
         return cls(**args)
@@ -307,6 +326,12 @@ def keras_names(layers: list[Layer] | tuple[Layer, ...]) -> list[str]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise SpecError(f"layer name {name!r} must be letters, digits and underscores")
     return names
+
+
+def drop_auto_names(layers: list[Layer] | tuple[Layer, ...]) -> list[Layer]:
+    """The layers with each name the model would give anyway left unset, so equal models compare equal."""
+    auto = keras_names([dataclasses.replace(layer, name=None) for layer in layers])
+    return [dataclasses.replace(layer, name=None) if layer.name == a else layer for layer, a in zip(layers, auto)]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
@@ -23,13 +24,15 @@ from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict
 from cnnlab.train.config import TrainConfig, recipe_config
 from cnnlab.train.optim import OPTIMIZERS
-from cnnlab.web.guards import BodyLimit, HostCheck, SecurityHeaders, allowed_hosts
+from cnnlab.web.batch import Batcher, Overloaded
+from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
 from cnnlab.web.stores import DataStore, NotFound, RunStore
 from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError, image_from_json
 
 STATIC = Path(__file__).resolve().parent / "static"
+INLINE_DECODE_BYTES = 32 * 1024
 MAX_TRAIN_PARAMS = 50_000_000  # a typo like conv50000k3 should be an error message, not a frozen laptop
 
 
@@ -59,6 +62,7 @@ class ServerState:
         self.runs = RunStore(runs_dir, run)
         self.data = DataStore(data_dirs)
         self.trainer = Trainer()
+        self.batcher = Batcher()
         self._served: Served | None = None
         self._switch = threading.Lock()
         if run is not None:
@@ -102,12 +106,15 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await state.batcher.close()
         await run_in_threadpool(state.trainer.shutdown)
 
     app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Draw or upload a digit, see what every layer of a CNN saw; train and watch live.")
     app.state.cnnlab = state
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders)  # the last added runs first: size, Host, Origin, then the body is read
+    app.add_middleware(BodyRead)
+    app.add_middleware(OriginCheck)
     app.add_middleware(HostCheck, allowed=allowed_hosts(host))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     _errors(app)
@@ -121,9 +128,18 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     # --- try the model ---------------------------------------------------------------------
     @app.post("/api/predict", openapi_extra=_PREDICT_BODY,
               summary="classify an image (multipart 'file' or JSON base64)")
-    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
+                      echo: bool = Query(False, description="also return the input the model received, as a PNG")
+                      ) -> JSONResponse:
+        started = time.perf_counter()
         raw = await _image_bytes(request)
-        return await run_in_threadpool(state.served.predict, raw, top_k)
+        served = state.served
+        # Decoding a small file costs less than handing it to a thread; a photo goes to the thread pool.
+        x = served.prepare(raw) if len(raw) <= INLINE_DECODE_BYTES else await run_in_threadpool(served.prepare, raw)
+        probs, image_id = await state.batcher.submit(served, x)
+        body = served.answer(x, probs, image_id, top_k, echo)
+        body["milliseconds"] = round((time.perf_counter() - started) * 1000, 2)
+        return JSONResponse(body)
 
     @app.get("/api/explain/maps", summary="response maps of every conv/pool layer for an image predicted before")
     def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:
@@ -199,7 +215,8 @@ _PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
     "application/json": {"schema": {"type": "object", "required": ["image"],
                                     "properties": {"image": {"type": "string",
-                                                             "description": "base64 PNG/JPEG, or a data: URL"}}}}}}}
+                                                             "description": "base64 PNG/JPEG, or a data: URL"}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 async def _image_bytes(request: Request) -> bytes:
@@ -213,7 +230,9 @@ async def _image_bytes(request: Request) -> bytes:
         return await file.read()
     if kind == "application/json":
         return image_from_json(await request.body())
-    raise UploadError(415, f"send multipart/form-data or application/json, not {kind or 'no content type'}")
+    if kind.startswith("image/"):  # the file itself as the body: the cheapest form for scripts
+        return await request.body()
+    raise UploadError(415, f"send multipart/form-data, application/json or image/*, not {kind or 'no content type'}")
 
 
 async def _stream(trainer: Trainer, start: int) -> AsyncIterator[str]:
@@ -263,6 +282,11 @@ def _errors(app: FastAPI) -> None:
                          for e in problems[:3])
         return JSONResponse({"error": text, "detail": json.loads(json.dumps(problems, default=str))}, status_code=422)
 
+    async def on_overload(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(exc.retry_after)})  # type: ignore[attr-defined]
+
+    app.add_exception_handler(Overloaded, on_overload)
     app.add_exception_handler(UploadError, on_upload)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -1,9 +1,15 @@
-"""ASGI guards: request body size limit, Host header check, security headers; the bind-address warning."""
+"""ASGI guards: body size, read time and JSON depth limits, Host and Origin checks, security headers; the bind warning."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import re
+import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import numpy as np
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -45,6 +51,95 @@ class BodyLimit:
                 return await _reply(send, 413, f"the request body is {int(length):,} bytes; "
                                                f"the limit is {self.max_bytes:,}")
         await self.app(scope, receive, send)
+
+
+STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+MAX_JSON_DEPTH = 32  # a layer list is 3-4 deep; 9,000 nested brackets would overflow the parser's recursion
+READ_SECONDS = 10.0  # a client that has not sent its whole body by then is cut off (slow-loris)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest bracket nesting of JSON text, brackets inside strings not counted; linear, no recursion."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+class BodyRead:
+    """Read a request body within `seconds` (408 otherwise), refuse JSON nested over `max_depth` (400).
+
+    The body is read here, before any parser runs, and handed on whole; BodyLimit (outside this guard)
+    has bounded its size already. Later receive() calls (disconnects) pass through.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float = READ_SECONDS, max_depth: int = MAX_JSON_DEPTH):
+        self.app, self.seconds, self.max_depth = app, seconds, max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in STATE_CHANGING:
+            return await self.app(scope, receive, send)
+        chunks, deadline = [], time.monotonic() + self.seconds
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await _reply(send, 408, f"the request body did not arrive within {self.seconds:g} s")
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind.endswith(b"json") and json_depth(body) > self.max_depth:
+            return await _reply(send, 400, f"the JSON body is nested more than {self.max_depth} levels deep")
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class OriginCheck:
+    """403 for state-changing requests from another site's page: a foreign Origin, or Sec-Fetch-Site cross-site.
+
+    Requests without these headers (curl, scripts, tests) pass: only browsers send them, and a browser
+    always does on a cross-site POST, so a page elsewhere cannot make this server predict or train.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
+            headers = dict(scope["headers"])
+            site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
+            origin = headers.get(b"origin")
+            if site == "cross-site":
+                return await _reply(send, 403, "cross-site requests are refused; use this server's own page")
+            if origin is not None and not _same_origin(origin.decode("latin-1"), scope["scheme"],
+                                                       headers.get(b"host", b"").decode("latin-1")):
+                return await _reply(send, 403, f"requests from Origin {origin.decode('latin-1')!r} are refused; "
+                                               "use this server's own page")
+        await self.app(scope, receive, send)
+
+
+def _same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether Origin (scheme://host[:port]) names this server as the request's Host header does."""
+    default = {"http": 80, "https": 443}
+    try:
+        theirs, ours = urlsplit(origin.lower()), urlsplit(f"{scheme}://{host.lower()}")
+        return (theirs.scheme == ours.scheme and theirs.hostname is not None and theirs.hostname == ours.hostname
+                and (theirs.port or default.get(theirs.scheme)) == (ours.port or default.get(ours.scheme)))
+    except ValueError:  # a port out of range or a malformed address
+        return False
 
 
 class SecurityHeaders:

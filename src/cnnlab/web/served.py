@@ -57,21 +57,38 @@ class Served:
                 "preprocessing": self.model.preprocessing, "summary": summary_dict(spec), "compact": compact_text,
                 "config": self.config, "metrics": metrics or None, "history": self.history}
 
-    def predict(self, raw: bytes, top_k: int = 5) -> dict[str, Any]:
-        """Image file bytes -> top-k classes, all probabilities, and the input the model received."""
-        started = time.perf_counter()
-        x = to_model_input(decode_image(raw), self.model.spec.input_shape, self.model.preprocessing)
+    def prepare(self, raw: bytes) -> np.ndarray:
+        """Image file bytes -> the uint8 (H, W, C) input this model takes."""
+        return to_model_input(decode_image(raw), self.model.spec.input_shape, self.model.preprocessing)
+
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""
+        ids = [hashlib.sha256(x.tobytes()).hexdigest()[:16] for x in images]
         with self._lock:
-            probs = predictions.class_probabilities(self.model.module, x[None])[0]
-            image_id = hashlib.sha256(x.tobytes()).hexdigest()[:16]
-            self._inputs[image_id] = x
-            self._inputs.move_to_end(image_id)
+            probs = predictions.class_probabilities(self.model.module, images)
+            for image_id, x in zip(ids, images):
+                self._inputs[image_id] = x
+                self._inputs.move_to_end(image_id)
             while len(self._inputs) > KEEP_INPUTS:
                 self._inputs.popitem(last=False)
-        return {"image_id": image_id, "classes": list(self.model.class_names), "probabilities": probs.tolist(),
+        return probs, ids
+
+    def answer(self, x: np.ndarray, probs: np.ndarray, image_id: str, top_k: int, echo: bool) -> dict[str, Any]:
+        """The JSON reply for one input: top-k classes, all probabilities, the input as a PNG if asked for."""
+        body = {"image_id": image_id, "classes": list(self.model.class_names), "probabilities": probs.tolist(),
                 "top": predictions.top_k(probs[None], self.model.class_names, top_k)[0],
-                "input": png_data_url(x), "input_shape": list(x.shape),
-                "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
+                "input_shape": list(x.shape)}
+        if echo:
+            body["input"] = png_data_url(x)
+        return body
+
+    def predict(self, raw: bytes, top_k: int = 5, echo: bool = True) -> dict[str, Any]:
+        """Image file bytes -> `answer`, without batching (one forward pass for this image)."""
+        started = time.perf_counter()
+        x = self.prepare(raw)
+        probs, ids = self.forward(x[None])
+        body = self.answer(x, probs[0], ids[0], top_k, echo)
+        return {**body, "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
 
     def maps(self, image_id: str) -> dict[str, Any]:
         """Response maps of every spatial layer for an input predicted before, as viridis mosaics."""

@@ -119,7 +119,7 @@ async function sendPredict() {
     const form = new FormData();
     form.append("file", await padBlob(), "drawing.png");
     const started = performance.now();
-    const result = await api("/api/predict?top_k=10", { method: "POST", body: form });
+    const result = await api("/api/predict?top_k=10&echo=1", { method: "POST", body: form });
     if (mine !== generation) return;
     const maps = await api("/api/explain/maps?image=" + encodeURIComponent(result.image_id));
     if (mine !== generation) return;

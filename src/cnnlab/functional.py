@@ -1,0 +1,250 @@
+"""`keras.Model(inputs, outputs)`: a functional model, the graph of layer calls between its inputs and outputs.
+
+The model's spec is a `GraphSpec` (JSON, `.keras` files); its torch module is a `GraphModule` over the
+layers' own modules, so two models made of the same layer objects share their weights (an activation
+model `Model(model.input, [l.output for l in model.layers])` reads what `model` learnt). `Model` also
+holds what Sequential shares: layers by name, weights, trainable flags, summary, save.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.backend import auto_name
+from cnnlab.runs.keras_file import save_keras
+from cnnlab.spec import layers as L
+from cnnlab.spec.build import assemble
+from cnnlab.spec.graph import GraphSpec, Node, Ref
+from cnnlab.spec.summary import summary_text
+from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, build_modules
+from cnnlab.train.device_data import scale
+from cnnlab.training import Trainer
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x  # torch (N, C, H, W) -> Keras (N, H, W, C)
+
+
+class Model(Trainer):
+    """Keras's functional `Model(inputs=..., outputs=...)`; outputs may be one tensor or a list."""
+
+    def __init__(self, inputs: KerasTensor | list[KerasTensor], outputs: KerasTensor | list[KerasTensor],
+                 name: str | None = None, trainable: bool = True):
+        self.name = name or auto_name("functional")
+        self._start()
+        self._inputs, self._outputs = _as_list(inputs), _as_list(outputs)
+        for t in [*self._inputs, *self._outputs]:
+            if not isinstance(t, KerasTensor):
+                raise TypeError(f"Model inputs and outputs are keras.Input(...) tensors and layer outputs. "
+                                f"Received: {type(t).__name__}")
+        self._nodes, self._by_name = _trace(self._inputs, self._outputs)
+        if not trainable:
+            self.trainable = False
+
+    def _start(self) -> None:
+        self._module: nn.Module | None = None
+        self._train_options: dict[str, Any] = {}
+        self._loss: str | None = None
+        self._trainable = True
+        self.class_names: list[str] | None = None
+        self.preprocessing: dict[str, Any] = {}
+
+    # --- the graph --------------------------------------------------------------------------
+    @property
+    def spec(self) -> GraphSpec:
+        local: dict[tuple[int, int], int] = {}  # (layer id, node index) -> index among the graph's calls
+        counts: dict[int, int] = {}
+        for layer, k in sorted(self._nodes, key=lambda n: n[1]):
+            local[(id(layer), k)] = counts.get(id(layer), 0)
+            counts[id(layer)] = local[(id(layer), k)] + 1
+
+        def ref(t: KerasTensor) -> Ref:
+            layer, k, _ = t._keras_history
+            return (layer.name, 0) if isinstance(layer, InputLayer) else (layer.name, local[(id(layer), k)])
+
+        inputs = tuple(L.Input(t._keras_history[0].batch_shape[1:], t._keras_history[0].name) for t in self._inputs)
+        nodes = tuple(Node(layer.spec, tuple(ref(p) for p in layer._nodes[k][0]))
+                      for layer, k in self._nodes if not isinstance(layer, InputLayer))
+        return GraphSpec(inputs, nodes, tuple(ref(t) for t in self._outputs))
+
+    @property
+    def layers(self) -> list[Any]:
+        """Every layer, inputs first, in Keras's order (deepest first)."""
+        return [self._by_name[name] for name in self.spec.layer_order()]
+
+    def _weighted(self) -> list[Layer]:
+        return [layer for layer in self.layers if isinstance(layer, Layer)]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
+        if index is not None:
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model only has "
+                                 f"{len(self.layers)} layers")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No such layer: {name}. Existing layers are: {[layer.name for layer in self.layers]}")
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return list(self._outputs)
+
+    @property
+    def input(self) -> KerasTensor | list[KerasTensor]:
+        return self.inputs[0] if len(self.inputs) == 1 else self.inputs
+
+    @property
+    def output(self) -> KerasTensor | list[KerasTensor]:
+        return self.outputs[0] if len(self.outputs) == 1 else self.outputs
+
+    # --- the torch module -------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._module is not None
+
+    def build(self, input_shape: tuple[int, ...] | None = None, seed: int | None = None) -> nn.Module:
+        """Make the layers' torch modules that do not exist yet (Keras-initialised, seeded by `seed`)."""
+        if self._module is None:
+            build_modules(self._weighted(), seed)
+            self._module = assemble(self.spec, {layer.name: layer.module for layer in self._weighted()})
+        return self._module
+
+    @property
+    def module(self) -> nn.Module:
+        return self.build()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._outputs[0].shape[-1])
+
+    # --- weights and trainable flags ----------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = value
+        for layer in self._weighted():
+            layer.trainable = value
+
+    @property
+    def weights(self) -> list[Variable]:
+        self.build()
+        return [w for layer in self._weighted() for w in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    def get_weights(self) -> list[np.ndarray]:
+        self.build()
+        return [w for layer in self._weighted() for w in layer.get_weights()]
+
+    def set_weights(self, weights: list[Any]) -> None:
+        self.build()
+        weights = list(weights)
+        counts = [len(layer.get_weights()) for layer in self._weighted()]
+        if len(weights) != sum(counts):
+            raise ValueError(f"model {self.name!r} has {sum(counts)} weights. Received: {len(weights)} arrays")
+        for layer, n in zip(self._weighted(), counts):
+            layer.set_weights(weights[:n])
+            weights = weights[n:]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self._weighted())
+
+    def summary(self, print_fn: Callable[[str], None] = print, style: str = "keras3") -> None:
+        print_fn(summary_text(self.spec, self.name, style))
+
+    # --- inference, training, files -----------------------------------------------------------
+    def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities, or the outputs themselves; a list of arrays for several outputs.
+        Outputs are in Keras's layout: images channels-last (N, H, W, C), flattened features in HWC order."""
+        if self._output_count() == 1:
+            outs = [super().predict(x, batch_size, verbose)]
+        else:
+            xs = self._device_images(x)
+            device = next(self.module.parameters(), torch.zeros(0)).device
+            self.module.eval()
+            with torch.inference_mode():
+                parts = [self.module(scale(xs[i:i + batch_size].to(device))) for i in range(0, len(xs), batch_size)]
+            outs = [torch.cat([p[j] for p in parts]).float().cpu().numpy() for j in range(len(self._outputs))]
+        outs = [_channels_last(o) if t._perm is None else o[:, np.argsort(t._perm)] for o, t in zip(outs, self.outputs)]
+        return outs[0] if self._output_count() == 1 else outs
+
+    def _output_count(self) -> int:
+        return len(self._outputs)
+
+    def _one_output(self, what: str) -> None:
+        if self._output_count() != 1:
+            raise ValueError(f"cnnlab can {what} models with one output; model {self.name!r} has "
+                             f"{len(self._outputs)}. Use predict() for activation models")
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        self._one_output("fit")
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        self._one_output("evaluate")
+        return super().evaluate(*args, **kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """`.keras`: a Keras 3 file Keras opens; `.safetensors`: cnnlab's own (weights + spec + class names)."""
+        if Path(path).suffix == ".keras":
+            names = self.class_names if self._output_count() == 1 else None
+            save_keras(self.spec, self.module, path, names, self.name)
+        else:
+            super().save(path)
+
+
+def _trace(inputs: list[KerasTensor], outputs: list[KerasTensor]) -> tuple[list[tuple[Any, int]], dict[str, Any]]:
+    """(layer calls in an order that computes each before its use, layers by name), walking back from the
+    outputs to the inputs as Keras's `functional._build_map` does."""
+    input_ids = {id(t) for t in inputs}
+    for t in inputs:
+        if not isinstance(t._keras_history[0], InputLayer):
+            raise ValueError(f"Model inputs must be keras.Input(...) tensors. Received: the output of layer "
+                             f"{t._keras_history[0].name!r}")
+    order: list[tuple[Any, int]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(t: KerasTensor) -> None:
+        layer, k, _ = t._keras_history
+        if (id(layer), k) in seen:
+            return
+        seen.add((id(layer), k))
+        if isinstance(layer, InputLayer):
+            if id(t) not in input_ids:
+                raise ValueError(f"Graph disconnected: the outputs need input {layer.name!r}, which is not "
+                                 "among the model's inputs")
+        else:
+            for parent in layer._nodes[k][0]:
+                visit(parent)
+        order.append((layer, k))
+
+    for t in outputs:
+        visit(t)
+    by_name: dict[str, Any] = {t._keras_history[0].name: t._keras_history[0] for t in inputs}
+    for layer, _ in order:
+        if by_name.setdefault(layer.name, layer) is not layer:
+            raise ValueError(f"The name {layer.name!r} is used 2 times in the model. All layer names should be unique")
+    return order, by_name

@@ -1,0 +1,274 @@
+"""Keras layer objects and the symbolic tensors they are called on: names, calls, weights, trainable flags.
+
+A layer object wraps a frozen spec (`cnnlab.spec.layers`, the source of truth) and adds what Keras's
+layers have: a session-unique automatic name (`conv2d`, `conv2d_1`, ...), a `trainable` flag, the
+nodes made by calling it on `KerasTensor`s (`layer(x)`, shapes only, nothing is computed), and once
+built its own torch module, which every model using the layer shares (an activation model made from
+another model's layers reads the same weights). Weights are shown in Keras's order and layout
+(`cnnlab.runs.keras_layers.CONVERTERS`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.backend import auto_name
+from cnnlab.runs.keras_layers import CONVERTERS, NON_TRAINABLE, Perm, feature_perm
+from cnnlab.spec import layers as L
+from cnnlab.spec.build import keras_init_, layer_module, set_trainable_
+from cnnlab.spec.merge import Merge
+
+
+class KerasTensor:
+    """A symbolic tensor: its shape `(None, H, W, C)` and the layer call that makes it (`_keras_history`)."""
+
+    def __init__(self, shape: L.Shape, history: tuple[Any, int, int], perm: Perm = None):
+        self.shape: tuple[int | None, ...] = (None, *shape)
+        self.dtype = "float32"
+        self.name = auto_name("keras_tensor")
+        self._keras_history = history  # (layer, node index, tensor index), as Keras keeps it
+        self._perm = perm  # torch feature i is Keras feature perm[i] (after a Flatten), see keras_layers
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape}, dtype=float32, sparse=False, ragged=False, name={self.name}>"
+
+
+def build_modules(layers: list[Any], seed: int | None = None) -> None:
+    """Make the torch modules of the layers that have none yet, Keras-initialised with one generator."""
+    new = [layer for layer in layers if isinstance(layer, Layer) and layer._module is None]
+    if seed is not None:
+        torch.manual_seed(seed)
+    modules = [layer_module(layer.spec, layer._check_built()) for layer in new]
+    keras_init_(nn.ModuleList(modules), seed)
+    for layer, module in zip(new, modules):
+        layer._module = module
+
+
+class Variable:
+    """One weight as Keras shows it: `name`, `path`, Keras-layout `shape`, `trainable`; `numpy()` reads it."""
+
+    def __init__(self, layer: Layer, index: int, name: str, trainable: bool):
+        self._layer, self._index, self.name, self.trainable = layer, index, name, trainable
+        self.path = f"{layer.name}/{name}"
+
+    def numpy(self) -> np.ndarray:
+        return self._layer.get_weights()[self._index]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.numpy().shape
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<Variable path={self.path}, shape={self.shape}, dtype=float32>"
+
+
+class _Base:
+    """What every layer object has, inputs included."""
+    name: str
+    _nodes: list[tuple[list[KerasTensor], KerasTensor]]
+
+    @property
+    def output(self) -> KerasTensor:
+        if not self._nodes:
+            raise AttributeError(f"Layer {self.name!r} has never been called and thus has no defined output")
+        if len(self._nodes) > 1:
+            raise AttributeError(f"Layer {self.name!r} has multiple inbound nodes; use model outputs instead")
+        return self._nodes[0][1]
+
+    @property
+    def input(self) -> KerasTensor | list[KerasTensor]:
+        self.output  # noqa: B018 - raises for a layer called never or more than once
+        ins = self._nodes[0][0]
+        return ins[0] if len(ins) == 1 and not isinstance(self, InputLayer) else ins
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    @property
+    def weights(self) -> list[Variable]:
+        return []
+
+    def count_params(self) -> int:
+        return sum(int(np.prod(w.shape)) for w in self.weights)
+
+
+class InputLayer(_Base):
+    """The layer behind `keras.Input(shape)`: it makes the model's input tensor and has no weights."""
+    trainable = True
+    built = True
+
+    def __init__(self, shape: L.Shape, name: str | None = None):
+        self.name = name or auto_name("input_layer")
+        self.batch_shape = (None, *L.check_input_shape(shape))
+        self._nodes = [([], KerasTensor(self.batch_shape[1:], (self, 0, 0)))]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return []
+
+    def set_weights(self, weights: list[Any]) -> None:
+        if len(weights):
+            raise ValueError(f"InputLayer {self.name!r} has no weights. Received: {len(weights)} arrays")
+
+    def __repr__(self) -> str:
+        return f"<InputLayer name={self.name}, built=True>"
+
+
+def Input(shape: tuple[int, ...] | None = None, name: str | None = None,  # noqa: N802 - Keras's name
+          batch_shape: tuple[int | None, ...] | None = None) -> KerasTensor:
+    """`keras.Input(shape=(H, W, C))`: a symbolic input tensor of shape (None, H, W, C) to call layers on."""
+    if shape is None and batch_shape is not None:
+        shape = tuple(batch_shape[1:])
+    return InputLayer(tuple(shape) if isinstance(shape, (list, tuple)) else shape, name).output
+
+
+class Layer(_Base):
+    """Base of cnnlab's Keras layer classes; `spec_class` is the spec it wraps, e.g. `spec.layers.Conv2D`."""
+    spec_class: ClassVar[type[L.Layer]] = L.Layer
+
+    def __init__(self, *args: Any, name: str | None = None, trainable: bool = True,
+                 input_shape: tuple[int, ...] | None = None, **kwargs: Any):
+        try:
+            spec = self.spec_class(*args, **kwargs)
+        except TypeError as exc:  # an argument Keras has and cnnlab does not, or a missing one
+            fields = [f.name for f in dataclasses.fields(self.spec_class) if not f.kw_only]
+            raise TypeError(f"{type(self).__name__}: {exc}; cnnlab's {type(self).__name__} takes "
+                            f"{', '.join([*fields, 'name', 'trainable', 'input_shape'])}") from None
+        self._setup(spec, name, trainable, input_shape)
+
+    @classmethod
+    def from_spec(cls, spec: L.Layer, name: str | None = None) -> Layer:
+        """The layer object for a spec; its name is `name`, else the spec's, else an automatic one."""
+        layer = cls.__new__(cls)
+        layer._setup(spec, name or spec.name, spec.trainable, spec.input_shape)
+        return layer
+
+    def _setup(self, spec: L.Layer, name: str | None, trainable: bool, input_shape: Any) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"layer name must be a string, got {name!r}")
+        if not isinstance(trainable, bool):
+            raise TypeError(f"trainable must be True or False, got {trainable!r}")
+        self.name = name or auto_name(spec.keras_name)
+        L.keras_names([dataclasses.replace(spec, name=self.name)])  # letters, digits and underscores
+        self._spec = dataclasses.replace(spec, name=None, trainable=True, input_shape=None)
+        self._trainable = trainable and spec.trainable
+        self.declared_input_shape = L.check_input_shape(input_shape) if input_shape is not None else None
+        self._nodes = []
+        self._in_shape: L.Shape | list[L.Shape] | None = None
+        self._in_perm: Perm = None
+        self._module: nn.Module | None = None
+
+    @property
+    def spec(self) -> L.Layer:
+        return dataclasses.replace(self._spec, name=self.name, trainable=self._trainable)
+
+    # --- calling on symbolic tensors ----------------------------------------------------------
+    def __call__(self, inputs: KerasTensor | list[KerasTensor]) -> KerasTensor:
+        many = isinstance(inputs, (list, tuple))
+        tensors = list(inputs) if many else [inputs]
+        if not all(isinstance(t, KerasTensor) for t in tensors):
+            kinds = ", ".join(type(t).__name__ for t in tensors)
+            raise TypeError(f"layer {self.name!r} is called on keras.Input(...) or another layer's output "
+                            f"(cnnlab runs models, not single layers, on arrays). Received: {kinds}")
+        shapes = [tuple(t.shape[1:]) for t in tensors]
+        if isinstance(self._spec, Merge):
+            in_shape: L.Shape | list[L.Shape] = shapes
+            out = self.spec.output_shapes(shapes)
+        elif many:
+            raise ValueError(f"{type(self).__name__} layer {self.name!r} takes one tensor, got a list of {len(tensors)}")
+        else:
+            in_shape = shapes[0]
+            out = self.spec.output_shape(in_shape)
+        if self._in_shape is not None and self._in_shape != in_shape:
+            raise ValueError(f"layer {self.name!r} was built for input shape {self._in_shape} and cannot take "
+                             f"{in_shape}; make a new layer for the new shape")
+        perm = feature_perm(self.spec, shapes, [t._perm for t in tensors])
+        if self._in_shape is None:
+            self._in_shape, self._in_perm = in_shape, tensors[0]._perm
+        tensor = KerasTensor(out, (self, len(self._nodes), 0), perm)
+        self._nodes.append((tensors, tensor))
+        return tensor
+
+    @property
+    def built(self) -> bool:
+        return self._in_shape is not None
+
+    def _check_built(self) -> L.Shape | list[L.Shape]:
+        if self._in_shape is None:
+            raise ValueError(f"layer {self.name!r} is not built yet: call it on an input, or give the "
+                             "model its input shape")
+        return self._in_shape
+
+    @property
+    def module(self) -> nn.Module:
+        """This layer's torch module (built and Keras-initialised on first use), shared by every model."""
+        if self._module is None:
+            build_modules([self])
+        assert self._module is not None
+        return self._module
+
+    # --- trainable and weights ---------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"trainable must be True or False, got {value!r}")
+        self._trainable = value
+        if self._module is not None:
+            set_trainable_(self._module, value)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        """Parameters and buffers in Keras's variable order (torch's batch counter has no Keras twin)."""
+        return [t for k, t in self.module.state_dict(keep_vars=True).items() if not k.endswith("num_batches_tracked")]
+
+    @property
+    def weights(self) -> list[Variable]:
+        names = CONVERTERS[self._spec.type].variables
+        if not names or not self.built:
+            return []
+        return [Variable(self, i, n, self._trainable and n not in NON_TRAINABLE) for i, n in enumerate(names)
+                if i < len(self._tensors())]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The weights as numpy arrays in Keras's layout: Conv2D kernel (kh, kw, in, out) and bias,
+        Dense kernel (in, out) with rows in Keras's order after a Flatten, ..."""
+        to_keras = CONVERTERS[self._spec.type].to_keras
+        if to_keras is None or not self.built:
+            return []
+        return to_keras(self._tensors(), self._in_perm, self.spec)
+
+    def set_weights(self, weights: list[Any]) -> None:
+        current = self.get_weights()
+        arrays = [np.asarray(w, dtype=np.float32) for w in weights]
+        if [a.shape for a in arrays] != [c.shape for c in current]:
+            raise ValueError(f"layer {self.name!r} takes {len(current)} weights of shapes "
+                             f"{[c.shape for c in current]}. Received: {[a.shape for a in arrays]}")
+        if not arrays:
+            return
+        to_torch = CONVERTERS[self._spec.type].to_torch
+        with torch.no_grad():
+            for tensor, new in zip(self._tensors(), to_torch(arrays, self._in_perm, self.spec)):
+                tensor.copy_(new.to(tensor.device, tensor.dtype))
+
+    def count_params(self) -> int:
+        return sum(self.spec.params(self._check_built()))  # type: ignore[arg-type]
+
+    def get_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.spec.to_dict().items() if k != "type"}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
