@@ -214,6 +214,7 @@ def test_check_finds_duplicates_leakage_imbalance_and_bad_files(tmp_path, mnist,
     assert report["counts"]["train"] == {"a": 13, "b": 5}
     paths = lambda key: [sorted(f["path"] for f in g["files"]) for g in report["duplicates"][key]]  # noqa: E731
     assert paths("within_class") == [["train/a/0.png", "train/a/copy.png"]]
+    assert report["duplicates"]["within_class"][0]["fix"].startswith("keep train/a/0.png and delete train/a/copy.png")
     assert paths("across_classes") == [["train/a/1.png", "train/b/also-a.bmp"]]
     assert paths("across_splits") == [["test/b/leak.png", "train/b/2.png"]]
     assert "test/b/leak.png" in report["duplicates"]["across_splits"][0]["fix"]
@@ -268,3 +269,13 @@ def test_train_flags_size_colour_augment_and_evaluate_reads_the_folder_the_same_
     assert json.loads(capsys.readouterr().out)["n_test"] == 4
     with pytest.raises(SystemExit):
         main(["train", "--data", str(root), "--image-size", "big"])
+
+
+def test_check_advises_keeping_the_original_name_not_the_copy(tmp_path, mnist):
+    root = tmp_path / "two"
+    for cls, offset in (("eight", 0), ("three", 10)):
+        for i in range(3):
+            _png(root / cls / f"test-{i:05d}.png", mnist.x_train[offset + i, ..., 0])
+    shutil.copy(root / "eight" / "test-00001.png", root / "eight" / "copy-of-test-00001.png")  # sorts first
+    fix = check_folder(root)["duplicates"]["within_class"][0]["fix"]
+    assert fix.startswith("keep eight/test-00001.png and delete eight/copy-of-test-00001.png"), fix

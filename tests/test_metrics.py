@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from cnnlab.explain import metrics
 from cnnlab.explain.metrics import accuracy, classification_report, confusion_matrix
 
 
@@ -52,3 +53,18 @@ def test_report_brute_force():
     assert "precision" in text and "weighted avg" in text and len(text.splitlines()) == 2 + 4 + 4
     assert rep.to_dict()["classes"][0]["name"] == "a"
     assert classification_report(y, p, 4).class_names == ["0", "1", "2", "3"]
+
+
+def test_confusion_text_rows_are_true_columns_predicted():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 10, 500), rng.integers(0, 10, 500)
+    names = [str(i) for i in range(10)]
+    cm = metrics.confusion_matrix(y_true, y_pred, 10)
+    lines = metrics.confusion_text(cm, names).splitlines()
+    assert lines[0].split()[-10:] == names and len(lines) == 11
+    table = np.array([[int(v) for v in line.split()[1:]] for line in lines[1:]])
+    expected = np.zeros((10, 10), int)  # counted by hand: row = truth, column = prediction
+    for t, p in zip(y_true, y_pred):
+        expected[t, p] += 1
+    np.testing.assert_array_equal(table, expected)
+    assert [line.split()[0] for line in lines[1:]] == names

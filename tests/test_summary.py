@@ -145,3 +145,12 @@ def test_keras2_style_text():
     text = summary_text(spec, style="keras2")
     assert " conv2d (Conv2D)             (None, 26, 26, 32)        320" in text
     assert "Total params: 93,322" in text
+
+
+def test_keras2_style_wraps_long_names_as_keras_2_did():
+    spec, _ = zoo.resolve("seed", (28, 28, 1))
+    lines = summary_text(spec, style="keras2").splitlines()
+    # TF 2.12+'s model.summary() for this model prints these two lines (the name continues below)
+    i = lines.index(" max_pooling2d_1 (MaxPoolin  (None, 5, 5, 64)          0")
+    assert lines[i + 1] == " g2D)"
+    assert all(len(line) <= 65 for line in lines)

@@ -103,7 +103,8 @@ def speedup(ours: dict[str, Any], peer: dict[str, Any] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cnnlab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--target", type=float, default=0.99,
+                        help="the test accuracy each contender trains to, a fraction (default 0.99)")
     parser.add_argument("--max-epochs", type=int, default=8, help="epochs the peers may take to reach the target")
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest counts")
     parser.add_argument("--peers", default="pytorch,keras", help="comma-separated: pytorch, keras ('' for none)")

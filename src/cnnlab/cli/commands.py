@@ -153,7 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------
 def _add_data(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
-    p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: %(default)s)")
+    p.add_argument("--data", default=default, help="built-in dataset name or image folder (default: "
+                   + (f"{default})" if default else "the dataset the run was trained on)"))
     p.add_argument("--data-dir", help="folder holding the dataset's files, when not in the usual places")
 
 
@@ -176,34 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
     p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
     p.add_argument("--input-shape", type=_shape, default=(28, 28, 1), help="HxWxC when the model has none (28x28x1)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--style", choices=["keras3", "keras2"], default="keras3")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (layers, shapes, parameter counts)")
+    p.add_argument("--style", choices=["keras3", "keras2"], default="keras3",
+                   help="keras3 (default): Keras 3's box table; keras2: the plain table Keras 2 printed")
 
     p = add("evaluate", cmd_evaluate, "test accuracy, loss, per-class report and confusion matrix of a run")
     p.add_argument("run", help="run folder or .safetensors model file")
     _add_data(p, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (as metrics.json holds them)")
 
     p = add("predict", cmd_predict, "classify image files with a trained model")
     p.add_argument("run", help="run folder or .safetensors model file")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the top classes of each image as JSON")
     p.add_argument("--show-input", metavar="OUT.png", help="also write the exact input the model saw as a PNG "
                    "(OUT-<i>-<name>.png for several images)")
 
     p = add("show", cmd_show, "draw dataset samples with their labels into a PNG")
     p.add_argument("data", nargs="?", default="mnist", help="dataset name or image folder (default mnist)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="folder holding the dataset's files, when not in the usual places")
     p.add_argument("--index", type=int, help="one image by its index")
     p.add_argument("--grid", type=_grid, default=(4, 8), help="rows x cols (default 4x8)")
-    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--split", choices=["train", "test"], default="train",
+                   help="the split the images come from: train (default) or test")
     p.add_argument("--class", dest="class_", help="only images of this class (name or index)")
-    p.add_argument("--out", default="samples.png")
+    p.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png here)")
 
     p = add("datasets", cmd_datasets, "list the built-in datasets and where each was found")
-    p.add_argument("--data-dir")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--data-dir", help="also look for the datasets' files in this folder")
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
 
     from cnnlab.cli.explain import add_explain_arguments, add_plot_arguments
     add_explain_arguments(add("explain", cmd_explain, "look inside a model: filters, response maps, Grad-CAM, "

@@ -10,7 +10,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="class counts, imbalance, sizes, unreadable files and duplicates of an "
                            "image folder, each with a suggested fix")
     check.add_argument("path", help="image folder (one subfolder per class, or train/ val/ test/ split folders)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     export = sub.add_parser("export", help="write a built-in dataset as image files in the folder layout that "
                             "`train --data DIR` reads")
     export.add_argument("name", help="built-in dataset (mnist, fashion_mnist, ...)")

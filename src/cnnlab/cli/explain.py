@@ -17,24 +17,29 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filters", metavar="LAYER", help="draw the learned kernels of this conv layer (e.g. conv2d)")
     p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image")
     p.add_argument("--image", help="a test-set index (train with --split train) or an image file")
-    p.add_argument("--split", choices=["train", "test"], default="test", help="where --image N is taken from")
-    p.add_argument("--grad-cam", action="store_true", help="Grad-CAM and saliency of --image")
-    p.add_argument("--class", dest="class_", help="class for Grad-CAM (default: the predicted one)")
-    p.add_argument("--top-losses", type=int, metavar="K", help="the K most confidently wrong test images")
-    p.add_argument("--out", help="output folder for the PNGs (default: the run folder's explain/)")
+    p.add_argument("--split", choices=["train", "test"], default="test",
+                   help="the split --image N is taken from: test (default) or train")
+    p.add_argument("--grad-cam", action="store_true", help="Grad-CAM and saliency of --image, in one figure")
+    p.add_argument("--class", dest="class_", help="class name or index for Grad-CAM (default: the predicted one)")
+    p.add_argument("--top-losses", type=int, metavar="K",
+                   help="the K test images with the largest loss (the least probability on their true class)")
+    p.add_argument("--out", metavar="DIR", help="output folder for the PNGs (default: the run folder's explain/; "
+                   "for 'explain conv' the current folder)")
     conv = p.add_argument_group("explain conv (no model needed)")
     conv.add_argument("--input", type=int, default=5, help="input side (default 5)")
     conv.add_argument("--kernel", type=int, default=3, help="kernel side (default 3)")
-    conv.add_argument("--padding", choices=["valid", "same"], default="valid")
-    conv.add_argument("--stride", type=int, help="default 1 (conv) or the pool size (pool)")
+    conv.add_argument("--padding", choices=["valid", "same"], default="valid",
+                      help="valid (default: no padding) or same (zeros around, output side = input side / stride)")
+    conv.add_argument("--stride", type=int, help="step between windows (default 1 for a conv, the pool size for --pool)")
     conv.add_argument("--pool", type=int, metavar="SIZE", help="explain max pooling of this size instead")
-    conv.add_argument("--in-channels", type=int, help="also print the conv's parameter count")
-    conv.add_argument("--filters-count", type=int, dest="n_filters", help="filters, for the parameter count")
+    conv.add_argument("--in-channels", type=int, help="input channels; with --filters-count, also print the conv's parameter count")
+    conv.add_argument("--filters-count", type=int, dest="n_filters",
+                      help="output channels (filters); with --in-channels, also print the parameter count")
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder")
-    p.add_argument("--out", help="output folder (default: the run folder)")
+    p.add_argument("--out", metavar="DIR", help="output folder for curves.png and the confusion PNGs (default: the run folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.maps or args.grad_cam:
         if args.image is None:
             raise ValueError("--maps and --grad-cam need --image (a dataset index or an image file)")
-        image, label = _image(args, saved)
+        image, label, tag, truth = _image(args, saved)
         if args.maps:
             wrote += _maps(module, saved, image, args.maps, out, label)
         if args.grad_cam:
-            wrote.append(_grad_cam(module, saved, image, args.class_, out))
+            wrote.append(_grad_cam(module, saved, image, args.class_, out, tag, truth))
     if args.top_losses:
         data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
         evaluation = run_folder.evaluate(module, saved.spec, data.x_test, data.y_test, saved.class_names)
@@ -74,16 +79,20 @@ def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
 
-def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.ndarray, str]:
+def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.ndarray, str, str, str | None]:
+    """(image, label text for titles, tag for file names, true class name or None for a file)."""
     if args.image.isdigit():
         data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
         x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
         i = int(args.image)
         if i >= len(x):
             raise ValueError(f"--image {i} is out of range: the {args.split} split has {len(x):,} images")
-        return x[i], f"{args.split} #{i}, label {saved.class_names[int(y[i])]}"
+        truth = saved.class_names[int(y[i])]
+        return x[i], f"{args.split} #{i}, label {truth}", f"{args.split}-{i}", truth
     from cnnlab.datasets.image_files import load_image_for
-    return load_image_for(args.image, saved.spec.input_shape, saved.preprocessing), Path(args.image).name
+    name = Path(args.image).name
+    tag = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(args.image).stem)[:60]
+    return load_image_for(args.image, saved.spec.input_shape, saved.preprocessing), name, tag, None
 
 
 def _maps(module, saved: model_file.SavedModel, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
@@ -96,21 +105,31 @@ def _maps(module, saved: model_file.SavedModel, image: np.ndarray, layers: str, 
     return wrote
 
 
-def _grad_cam(module, saved: model_file.SavedModel, image: np.ndarray, class_: str | None, out: Path) -> Path:
-    import torch
+def _grad_cam(module, saved: model_file.SavedModel, image: np.ndarray, class_: str | None, out: Path,
+              tag: str, truth: str | None) -> Path:
+    from cnnlab.runs.predict import class_probabilities
     names = saved.class_names
+    probs = class_probabilities(module, np.asarray(image)[None])[0]
+    predicted = int(probs.argmax())
     if class_ is None:
-        with torch.no_grad():
-            index = int(module(explain._as_input(module, image)).argmax(1))
+        index = predicted
     elif class_ in names:
         index = names.index(class_)
     elif class_.isdigit() and int(class_) < len(names):
         index = int(class_)
     else:
         raise ValueError(f"--class {class_!r} is not one of the classes {', '.join(names)}")
-    heat = explain.grad_cam(module, image, index)
-    fig = plots.grad_cam_overlay(image, heat, f"Grad-CAM for class {names[index]}")
-    return plots.save_png(fig, out / f"grad_cam_{index}.png")
+    heat, sal = explain.grad_cam(module, image, index), explain.saliency(module, image, index)
+    title = (f"{tag.replace('-', ' #', 1) if truth is not None else tag}: "
+             + (f"true {truth}, " if truth is not None else "")
+             + f"predicted {names[predicted]} ({float(probs[predicted]):.1%})"
+             + (f"; maps for class {names[index]} ({float(probs[index]):.1%})" if index != predicted else ""))
+    name = f"grad_cam_{tag}_pred-{_safe(names[predicted])}" + (f"_class-{_safe(names[index])}" if index != predicted else "")
+    return plots.save_png(plots.grad_cam_overlay(image, heat, title, saliency=sal), out / f"{name}.png")
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:40]
 
 
 def _conv(args: argparse.Namespace) -> int:
@@ -124,18 +143,18 @@ def _conv(args: argparse.Namespace) -> int:
         print(ca.explain_conv(args.input, args.kernel, args.padding, args.stride or 1, args.in_channels, args.n_filters))
         fig = plots.conv_explainer(args.input, args.kernel, args.padding, args.stride or 1)
         name = f"conv_{args.input}_{args.kernel}_{args.padding}_s{args.stride or 1}.png"
-    print(f"wrote {plots.save_png(fig, out / name)}")
+    print(f"wrote {plots.save_png(fig, out / name).resolve()}")
     return 0
 
 
 def plot_run(args: argparse.Namespace) -> int:
     folder = Path(args.run)
     out = Path(args.out) if args.out else folder
-    history = run_folder.read_history(folder)
+    history, steps = run_folder.read_history(folder), run_folder.read_steps(folder)
     m = model_file.read_json(folder / "metrics.json")
     cm = np.asarray(m["confusion_matrix"])
     names = model_file.read_model(folder).class_names
-    paths = [plots.save_png(plots.training_curves(history), out / "curves.png"),
+    paths = [plots.save_png(plots.training_curves(history, steps=steps), out / "curves.png"),
              plots.save_png(plots.confusion(cm, names), out / "confusion.png"),
              plots.save_png(plots.confusion(cm, names, normalize=True), out / "confusion_normalized.png")]
     for path in paths:

@@ -7,7 +7,7 @@ import argparse
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     from cnnlab.runs.export import FORMATS, OPSET
     p.add_argument("run", help="run folder or .safetensors model file")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="default onnx")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default; runs anywhere with onnxruntime) or torchscript (libtorch, C++)")
     p.add_argument("--out", help="file to write (default: model.onnx / model.torchscript.pt in the run folder)")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default %(default)s)")
 

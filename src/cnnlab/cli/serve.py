@@ -13,7 +13,7 @@ SERVE_CONCURRENCY = 512  # open connections + tasks; beyond, uvicorn answers 503
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run folder or .safetensors file to serve first (default: the newest run)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this computer only)")
-    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default %(default)s)")
     p.add_argument("--runs", default="runs", help="folder of run folders to list and train into (default %(default)s)")
     p.add_argument("--data", action="append", default=[], metavar="FOLDER",
                    help="an image folder to offer for training (repeatable)")

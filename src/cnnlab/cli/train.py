@@ -32,18 +32,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="seed", help="zoo name, JSON model file or compact spec (default: seed)")
     p.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
     p.add_argument("--batch-size", type=int, help="images per step (default 128)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="how the weights are updated (default: adam)")
     p.add_argument("--lr", type=float, help="learning rate; given, it is used as is (constant schedule)")
-    p.add_argument("--schedule", choices=SCHEDULES, help="default: onecycle unless --lr")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="how the learning rate changes during training (default: onecycle, or constant with --lr)")
     p.add_argument("--label-smoothing", type=float, metavar="EPS",
-                   help="soften the one-hot targets to 1-EPS (default 0.1; it raises the training loss, not the test loss)")
+                   help="soften the targets: 1-EPS+EPS/K for the true class, EPS/K for the others (default 0.1); it "
+                        "raises the training loss to a floor above 0 (printed), not the test loss")
     p.add_argument("--validation-split", type=float, help="hold out this fraction of the training data")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
     p.add_argument("--monitor", choices=MONITORS, help="what --early-stopping watches (default val_loss)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a CUDA GPU when there is one")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto: a CUDA GPU when there is one)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+                   help="number format of the arithmetic (default auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32)")
     p.add_argument("--subset", type=int, metavar="N", help="train on N training images only (quick experiments)")
     p.add_argument("--out", help="run folder to create (default runs/<model>-<data>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
@@ -162,7 +164,7 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
                       model_name: str, source: Any) -> int:
     from cnnlab.spec.summary import summary_text
     from cnnlab.train.fit import check_trainable, resolve_device
-    from cnnlab.train.progress import progress_callbacks
+    from cnnlab.train.progress import progress_callbacks, smoothed_loss_floor
 
     device = resolve_device(config.device)  # bad settings fail here, before any folder is made
     check_trainable(config, has_validation=data.x_val is not None)
@@ -177,6 +179,11 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
         f"{config.resolved_schedule} lr {config.peak_lr():g}, device {device}, seed {config.seed}"
         + (f", {run.dist.world_size} processes ({config.batch_size / run.dist.world_size:g} images each per step)"
            if run.dist else ""))
+    if config.label_smoothing > 0:
+        floor = smoothed_loss_floor(config.label_smoothing, len(data.class_names))
+        say(f"note: the training loss includes label smoothing {config.label_smoothing:g}: its floor is about "
+            f"{floor:.3f} (a perfect prediction for {len(data.class_names)} classes), so it reads higher than the "
+            "test loss; --label-smoothing 0 turns it off")
     on_step, on_epoch, close = progress_callbacks(0 if quiet else "auto", config.epochs)
     try:
         folder, history, evaluation = run.train(data, spec, config, out, model_name, source=source,

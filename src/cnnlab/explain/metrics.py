@@ -109,3 +109,18 @@ def _labels(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndar
         if y.size and not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{what} must hold integer class indices, got dtype {y.dtype}")
     return y_true.astype(np.int64), y_pred.astype(np.int64)
+
+
+def confusion_text(cm: np.ndarray, class_names: Sequence[str]) -> str:
+    """The confusion matrix as a plain-text table: rows are the true classes, columns the predicted ones."""
+    cm = np.asarray(cm)
+    names = [str(n) for n in class_names]
+    if cm.shape != (len(names), len(names)):
+        raise ValueError(f"confusion matrix must be ({len(names)}, {len(names)}) for {len(names)} class names, got {cm.shape}")
+    corner = "true \\ predicted"
+    first = max([len(n) for n in names] + [len(corner)])
+    width = max([len(n) for n in names] + [len(str(int(cm.max()))) if cm.size else 1])
+    lines = [f"{corner:<{first}}  " + "  ".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, cm):
+        lines.append(f"{name:<{first}}  " + "  ".join(f"{int(v):>{width}d}" for v in row))
+    return "\n".join(lines)

@@ -58,14 +58,26 @@ def sample_grid(
     return fig
 
 
-def training_curves(history: dict[str, Sequence[float]], title: str = "Training history") -> Figure:
-    """Loss and accuracy per epoch, training and validation ('loss', 'val_loss', 'accuracy', ...)."""
+def training_curves(history: dict[str, Sequence[float]], title: str = "Training history",
+                    steps: Sequence[Sequence[float]] | None = None) -> Figure:
+    """Loss and accuracy per epoch, training and validation ('loss', 'val_loss', 'accuracy', ...).
+
+    `steps` ([epochs done, loss, accuracy] rows, the epoch's running means; history.json's "steps") adds the
+    training curve within each epoch: with one epoch it is the only curve there is."""
     panels = [m for m in ("loss", "accuracy") if m in history or f"val_{m}" in history]
     if not panels:
         raise ValueError(f"history needs 'loss' or 'accuracy' lists, got keys {sorted(history)}")
+    points = np.asarray(steps, dtype=float).reshape(-1, 3) if steps else np.zeros((0, 3))
     fig = Figure(figsize=(5.2 * len(panels), 4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, metric in zip(axes, panels):
+        if len(points):
+            column = points[:, 1 if metric == "loss" else 2]
+            epoch_of = np.ceil(points[:, 0] - 1e-9).astype(int)  # x in (e, e + 1]: within epoch e + 1
+            for e in np.unique(epoch_of):  # one line an epoch: the running means restart with each
+                mask = epoch_of == e
+                ax.plot(points[mask, 0], column[mask], "-", color="tab:blue", alpha=0.5,
+                        label="training, running mean within the epoch" if e == epoch_of[0] else None)
         for key, style, label in ((metric, "o-", "training"), (f"val_{metric}", "s--", "validation")):
             values = history.get(key)
             if values:
@@ -74,7 +86,7 @@ def training_curves(history: dict[str, Sequence[float]], title: str = "Training 
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=not len(points)))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -192,25 +204,35 @@ def feature_maps_grid(
 
 
 def grad_cam_overlay(
-    image: np.ndarray, heatmap: np.ndarray, title: str = "Grad-CAM", alpha: float = 0.45
+    image: np.ndarray, heatmap: np.ndarray, title: str = "Grad-CAM", alpha: float = 0.45,
+    saliency: np.ndarray | None = None,
 ) -> Figure:
-    """Image, heat map (H, W) in [0, 1], and the heat map laid over the image."""
+    """Image, heat map (H, W) in [0, 1], the heat map laid over the image, and the saliency (H, W) when given."""
     image, heatmap = np.asarray(image), np.asarray(heatmap)
     if heatmap.shape != image.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} must equal the image's (H, W) {image.shape[:2]}")
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax_img, ax_map, ax_mix = fig.subplots(1, 3)
+    if saliency is not None and np.shape(saliency) != image.shape[:2]:
+        raise ValueError(f"saliency shape {np.shape(saliency)} must equal the image's (H, W) {image.shape[:2]}")
+    fig = Figure(figsize=(10 if saliency is None else 13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3 if saliency is None else 4)
+    ax_img, ax_map, ax_mix = axes[:3]
     _show(ax_img, image)
     ax_img.set_title("image")
     im = ax_map.imshow(heatmap, cmap="jet", vmin=0, vmax=1)
-    ax_map.set_title("heat map")
+    ax_map.set_title("Grad-CAM heat map")
     _show(ax_mix, image)
     ax_mix.imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=alpha)
-    ax_mix.set_title("overlay")
-    for ax in (ax_map, ax_mix):
+    ax_mix.set_title("Grad-CAM overlay")
+    for ax in axes[1:]:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=[ax_map, ax_mix], shrink=0.8, label="importance for the class")
+    if saliency is not None:
+        sal = np.asarray(saliency, dtype=float)
+        ax_sal = axes[3]
+        si = ax_sal.imshow(sal, cmap="hot", vmin=0, vmax=max(float(sal.max()), 1e-12))
+        ax_sal.set_title("saliency |d logit / d pixel|")
+        fig.colorbar(si, ax=ax_sal, shrink=0.8)
     fig.suptitle(title)
     return fig
 

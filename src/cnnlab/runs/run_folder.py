@@ -28,6 +28,7 @@ from cnnlab.spec.build import new_module
 from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict, summary_text
+from cnnlab.train import progress
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import eval_images, targets_tensor
 from cnnlab.train.fit import (
@@ -80,13 +81,15 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
 
 def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Path, *, model_name: str = "model",
               on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
-              should_stop: Any = None, figures: bool = True, step_every: int = 20,
+              should_stop: Any = None, figures: bool = True, step_every: int | None = None,
               checkpoint: Checkpointer | None = None, dist: Distributed | None = None
               ) -> tuple[Path, History, Evaluation | None]:
     """Build, train, evaluate on the test split, and write the run folder. Returns (folder, history, evaluation).
 
-    `on_step` is called every `step_every` steps (see `fit`); the web page asks for more points than the
-    progress bar. With `checkpoint` the run can be resumed after a crash (cnnlab.train.checkpoints); with `dist`
+    `on_step` is called every `step_every` steps (see `fit`; default: about 20 times an epoch, see
+    `progress.step_every`); the web page asks for more points than the progress bar. Those reports are also
+    kept in history.json under "steps": [epochs done (1.5 = half-way through the second), loss, accuracy], the
+    loss and accuracy so far in that epoch, for curves.png. With `checkpoint` the run can be resumed after a crash (cnnlab.train.checkpoints); with `dist`
     this is one of several DDP processes (cnnlab.train.distributed), and only rank 0 evaluates and writes (the
     others return evaluation None).
     """
@@ -98,7 +101,16 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     module = new_module(spec, config.seed)
     started = time.perf_counter()
     validation = (data.x_val, data.y_val) if data.x_val is not None else None  # an image folder's val/
-    history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=on_step,
+    if step_every is None:
+        step_every = progress.step_every(round(len(data.x_train) * (1 - config.validation_split)), config.batch_size)
+    steps: list[list[float]] = []
+
+    def record_step(epoch: int, step: int, logs: dict[str, float]) -> None:
+        steps.append([round(epoch + step / logs["steps"], 5), round(logs["loss"], 5), round(logs["accuracy"], 5)])
+        if on_step:
+            on_step(epoch, step, logs)
+
+    history = fit(module, data.x_train, data.y_train, config, validation_data=validation, on_step=record_step,
                   on_epoch=on_epoch, should_stop=should_stop, step_every=step_every, checkpoint=checkpoint, dist=dist)
     train_seconds = time.perf_counter() - started
     distributed = dist.finish(module, config.batch_size) if dist else None  # every rank takes part; the weights must agree
@@ -114,20 +126,22 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
             "created": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
             "python": platform.python_version(), **({"distributed": distributed} if distributed else {})})
         model_file.write_json(tmp / "history.json", {"epoch": history.epoch, **history.history,
-                                             "stopped_early": history.stopped_early, "best_epoch": history.best_epoch})
+                                             "stopped_early": history.stopped_early, "best_epoch": history.best_epoch,
+                                             "steps": steps})
         (tmp / "history.csv").write_text(model_file.history_csv(history.history))
         model_file.write_json(tmp / "metrics.json", {**evaluation.to_dict(), "train_seconds": train_seconds})
         (tmp / "summary.txt").write_text(summary_text(spec) + "\n")
         model_file.write_json(tmp / "summary.json", summary_dict(spec))
         if figures:
-            write_figures(tmp, history.history, evaluation, list(data.class_names))
+            write_figures(tmp, history.history, evaluation, list(data.class_names), steps)
     if checkpoint:
         checkpoint.finish()  # the run folder is complete; its checkpoint is no longer needed
     return out, history, evaluation
 
 
-def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Evaluation, class_names: list[str]) -> None:
-    plots.save_png(plots.training_curves(history), folder / "curves.png")
+def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Evaluation, class_names: list[str],
+                  steps: list[list[float]] | None = None) -> None:
+    plots.save_png(plots.training_curves(history, steps=steps), folder / "curves.png")
     plots.save_png(plots.confusion(evaluation.confusion, class_names), folder / "confusion.png")
     plots.save_png(plots.confusion(evaluation.confusion, class_names, normalize=True), folder / "confusion_normalized.png")
 
@@ -141,7 +155,13 @@ def preprocessing(data: Dataset) -> dict[str, Any]:
 
 def read_history(run: str | Path) -> dict[str, list[float]]:
     raw = model_file.read_json(Path(run) / "history.json")
-    return {k: v for k, v in raw.items() if isinstance(v, list) and k != "epoch"}
+    return {k: v for k, v in raw.items() if isinstance(v, list) and k not in ("epoch", "steps")}
+
+
+def read_steps(run: str | Path) -> list[list[float]]:
+    """The per-step points of history.json ([epochs done, loss, accuracy]); [] for runs made before they were kept."""
+    steps = model_file.read_json(Path(run) / "history.json").get("steps", [])
+    return steps if isinstance(steps, list) else []
 
 
 def read_config(run: str | Path) -> dict[str, Any]:
@@ -193,7 +213,9 @@ def dataset_of_run(run: str | Path, data: str | None = None, data_dir: str | Non
 
 def metrics_text(evaluation: Evaluation) -> str:
     return (f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
-            f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format())
+            f"({len(evaluation.y_true):,} images)\n" + evaluation.report.format() + "\n\nconfusion matrix "
+            "(rows: true class, columns: predicted class)\n"
+            + metrics.confusion_text(evaluation.confusion, evaluation.report.class_names))
 
 
 def describe_run(folder: str | Path) -> dict[str, Any]:

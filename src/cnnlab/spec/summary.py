@@ -2,7 +2,7 @@
 functional models the inputs, and the "Connected to" column where Keras shows it)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from cnnlab.spec.graph import AnySpec, GraphSpec
 from cnnlab.spec.layers import Layer, Shape
@@ -112,9 +112,18 @@ def summary_text(spec: AnySpec, name: str = "sequential", style: str = "keras3")
 def _keras2(name: str, cells: list[list[str]], totals: list[tuple[str, int]]) -> str:
     w = (29, 26, 10)
     fmt = lambda a, b, c, *rest: f" {a:<{w[0] - 1}}{b:<{w[1]}}{c:<{w[2]}}".rstrip()  # noqa: E731
-    out = [f'Model: "{name}"', "_" * 65, fmt("Layer (type)", "Output Shape", "Param #"), "=" * 65]
+    rule = 65
+    out = [f'Model: "{name}"', "_" * rule, fmt("Layer (type)", "Output Shape", "Param #"), "=" * rule]
     for i, cell in enumerate(cells):
-        out.append(fmt(*cell))
-        out.append("" if i < len(cells) - 1 else "=" * 65)
-    out += [f"{label}: {n:,}" for label, n in totals] + ["_" * 65]
+        out += _keras2_wrapped(fmt, cell, (w[0] - 3, w[1] - 1, w[2]))
+        out.append("" if i < len(cells) - 1 else "=" * rule)
+    out += [f"{label}: {n:,}" for label, n in totals] + ["_" * rule]
     return "\n".join(out)
+
+
+def _keras2_wrapped(fmt: Callable[..., str], cell: list[str], fits: tuple[int, int, int]) -> list[str]:
+    """A row whose text would run into the next column continues on the next line, as Keras 2.12+ printed
+    `max_pooling2d_1 (MaxPoolin` / `g2D)`: the columns stay aligned, with at least two spaces between them."""
+    chunks = [[text[i:i + fit] for i in range(0, max(len(text), 1), fit)] for text, fit in zip(cell, fits)]
+    depth = max(len(c) for c in chunks)
+    return [fmt(*(c[k] if k < len(c) else "" for c in chunks)) for k in range(depth)]

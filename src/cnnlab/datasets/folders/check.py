@@ -137,10 +137,18 @@ def _duplicates(good: list[_Info], names: tuple[str, ...]) -> dict[str, list[dic
                 f"leakage: the same picture is in {' and '.join(s + '/' for s in splits)}; delete "
                 f"{', '.join(held)} so the evaluation measures pictures the model has not seen")})
         if len(labels) == 1 and len(splits) == 1:
+            keep = min(members, key=_copy_rank)
             out["within_class"].append({"files": files, "fix": (
-                f"keep {members[0].rel} and delete {', '.join(m.rel for m in members[1:])}: copies count twice in "
+                f"keep {keep.rel} and delete {', '.join(m.rel for m in members if m is not keep)}: copies count twice in "
                 "training, and a random holdout can put one copy in training and another in evaluation")})
     return out
+
+
+def _copy_rank(member: Any) -> tuple[int, int, str]:
+    """Sort key that puts the original first: names like `copy-of-x.png`, `x (1).png`, `x_copy.png` last."""
+    stem = Path(member.rel).stem.lower()
+    looks_copied = "copy" in stem or (stem.endswith(")") and " (" in stem)
+    return (int(looks_copied), len(stem), member.rel)
 
 
 def _suggestions(r: dict[str, Any]) -> list[str]:
