@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.spec import layers as L
+from cnnlab.spec.backbone import backbone_layer
 from cnnlab.spec.conv_arithmetic import same_padding
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
@@ -112,6 +113,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.BatchNormalization: _batchnorm,
     L.Activation: lambda spec, shape: (ACTIVATION_MODULES[spec.activation]() if spec.activation != "linear"
                                        else nn.Identity()),
+    L.EfficientNetLite0: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES),
 }
 
 
@@ -141,8 +143,10 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
     """Keras's default initialisation, Glorot-uniform kernels and zero biases, so that cnnlab's
     training curves start where the lecture's Keras ones do."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    own = [m for m in module.modules() if hasattr(m, "init_weights_")]  # pretrained backbones load their own
+    skip = {id(sub) for m in own for sub in m.modules()}
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skip:
             with torch.no_grad():
                 receptive = m.weight[0, 0].numel() if m.weight.dim() > 2 else 1  # kh * kw
                 fan_in, fan_out = m.weight[0].numel(), m.weight.shape[0] * receptive
@@ -150,6 +154,8 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
                 m.weight.uniform_(-bound, bound, generator=gen)
                 if m.bias is not None:
                     m.bias.zero_()
+    for m in own:
+        m.init_weights_()
 
 
 def place(module: nn.Module, device: torch.device) -> nn.Module:

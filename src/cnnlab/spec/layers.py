@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cnnlab.spec import backbone_params as BP
 from cnnlab.spec.conv_arithmetic import conv_output_size
 
 Shape = tuple[int, ...]
@@ -362,3 +363,35 @@ class ModelSpec:
         shape = d.get("input_shape")
         shape = tuple(shape) if isinstance(shape, list) else shape  # anything else: check_input_shape says why
         return cls(tuple(from_dict(layer) for layer in d["layers"]), shape if shape != () else None)
+
+
+
+
+@dataclass(frozen=True)
+class EfficientNetLite0(Layer):
+    """Pretrained EfficientNet-Lite0 (cnnlab.backbones): (H, W, 3) -> (ceil(H/32), ceil(W/32), 1280), or
+    (1000,) ImageNet logits with `include_top` (`activation`: Keras's `classifier_activation`)."""
+    weights: str | None = "imagenet"
+    include_top: bool = False
+    trainable: bool = False
+    activation: str | None = None
+    keras_name: ClassVar[str] = "efficientnet_lite0"  # its variant: the name after "efficientnet_"
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("imagenet", None):
+            raise SpecError(f"{self.type} weights must be 'imagenet' or null, got {self.weights!r}")
+        _check_bool(self.include_top, f"{self.type} include_top")
+        _check_bool(self.trainable, f"{self.type} trainable")
+        object.__setattr__(self, "activation", _activation(self.activation, self.type))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = self._need_image(shape)
+        if c != 3:
+            raise self._fail(shape, f"it needs 3 colour channels (RGB), the input has {c}")
+        return (BP.NUM_CLASSES,) if self.include_top else (-(-h // BP.STRIDE), -(-w // BP.STRIDE), BP.FEATURES)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        return BP.backbone_params(self.keras_name.removeprefix("efficientnet_"), self.include_top, self.trainable)
+
+
+LAYER_TYPES[EfficientNetLite0.__name__] = EfficientNetLite0
