@@ -91,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.runs.session import DataSource, session
     from cnnlab.spec import zoo
     from cnnlab.train.data_policy import data_choices
+    from cnnlab.train.data_recipe import data_recipe
     from cnnlab.train.distributed import launch, under_torchrun
 
     if args.nproc and not under_torchrun():
@@ -114,7 +115,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in said:
             say(line)
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        config = train_config(args, recipe, chosen)
+        length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128), args.epochs is not None)
+        for line in said:
+            say(line)
+        config = train_config(args, recipe, {**length, **chosen})
         name = args.data if not Path(args.data).is_dir() else Path(args.data).name
         out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
         if out.exists():
