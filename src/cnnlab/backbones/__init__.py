@@ -9,17 +9,8 @@ Quick start::
 
 Nothing is read at import; the weights load on the first ``efficientnet_lite``/``load_pretrained`` call.
 """
-from cnnlab.backbones.efficientnet_lite import (
-    VARIANTS,
-    ConvBNAct,
-    EfficientNetLite,
-    MBConv,
-    extract_features,
-    fold_batchnorm,
-    get_variant,
-    native_bf16,
-    optimize_for_inference,
-)
+from cnnlab.backbones.efficientnet_lite import VARIANTS, ConvBNAct, EfficientNetLite, MBConv, get_variant
+from cnnlab.backbones.inference import extract_features, fold_batchnorm, native_bf16, optimize_for_inference
 from cnnlab.backbones.preprocess import (
     Prediction,
     class_names,

@@ -67,12 +67,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnlab.backbones.zoo import is_zoo_name, zoo_model
     from cnnlab.datasets.image_files import load_image_for, save_input_png
     from cnnlab.models import load_model
     from cnnlab.runs.predict import class_probabilities, top_k
 
-    model = load_model(args.run)
-    images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
+    zoo = zoo_model(str(args.run)) if is_zoo_name(args.run) else None  # "imagenet": the pretrained classifier
+    model = zoo or load_model(args.run)
+    images = np.stack([zoo.image(path) if zoo else load_image_for(path, model.spec.input_shape, model.preprocessing)
+                       for path in args.images])
     if args.show_input:  # the exact pixels the model sees, one PNG per image
         out = Path(args.show_input)
         for i, (path, image) in enumerate(zip(args.images, images)):
@@ -187,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (as metrics.json holds them)")
 
     p = add("predict", cmd_predict, "classify image files with a trained model")
-    p.add_argument("run", help="run folder or .safetensors model file")
+    p.add_argument("run", help="run folder or .safetensors model file, or imagenet (the pretrained "
+                   "EfficientNet-Lite0's 1000 classes, no training)")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true", help="print the top classes of each image as JSON")

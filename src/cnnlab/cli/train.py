@@ -58,6 +58,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="decode once into a file in the cache folder and read batches from it instead of holding "
                         "the images in memory (default: only when they would need over half the free memory)")
+    g.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
+                   help="train a softmax head on a frozen ImageNet EfficientNet-Lite0 (default: for colour photos, "
+                        "median short side over 64 px, when no --model or training flags are given)")
     g.add_argument("--class-weight", choices=CLASS_WEIGHT_MODES, default="auto",
                    help="weight the loss per class: auto (default) does it when the largest class has more than "
                         "1.5x the images of the smallest; balanced always; none never")
@@ -90,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.runs.session import DataSource, session
     from cnnlab.spec import zoo
     from cnnlab.train.data_policy import data_choices
+    from cnnlab.train.data_recipe import data_recipe
     from cnnlab.train.distributed import launch, under_torchrun
 
     if args.nproc and not under_torchrun():
@@ -101,6 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train_and_report(args, run, resumed.data, resumed.spec, resumed.config, resumed.out,
                                      resumed.model_name, None)
         say = _printer(args.quiet or not run.is_main)
+        if (done := _try_transfer(args, say)) is not None:
+            return done
         source = DataSource(args.data, args.data_dir, folder_options(args), args.subset)
         data = load_any(args.data, args.data_dir, **folder_options(args))
         if args.subset is not None:
@@ -111,12 +117,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in said:
             say(line)
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        config = train_config(args, recipe, chosen)
+        length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128), args.epochs is not None)
+        for line in said:
+            say(line)
+        config = train_config(args, recipe, {**length, **chosen})
         name = args.data if not Path(args.data).is_dir() else Path(args.data).name
         out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
         if out.exists():
             raise FileExistsError(f"run folder {out} already exists; choose another --out")
         return _train_and_report(args, run, data, spec, config, out, args.model, source)
+
+
+def _try_transfer(args: argparse.Namespace, say: Any) -> int | None:
+    """Train a photo folder on the pretrained backbone when that is the default or asked for; None: train from scratch."""
+    from cnnlab.runs import run_folder
+    from cnnlab.train.transfer import is_photo_folder, train_photos
+
+    if args.transfer is False or not Path(args.data).is_dir() or args.nproc:
+        return None
+    flags = [k for k, v in train_choices(args).items() if v is not None and k != "device"]
+    if args.transfer is None:
+        if args.model != "seed" or args.image_size or args.color == "grayscale" or args.subset or flags:
+            return None  # the user chose a model or a recipe: the from-scratch path
+        photos, why = is_photo_folder(args.data)
+        if not photos:
+            say(f"model: the seed CNN from scratch ({why}; --transfer uses the pretrained backbone)")
+            return None
+        say(f"model: pretrained EfficientNet-Lite0 (ImageNet) + a new softmax head ({why}; --no-transfer trains "
+            "the seed CNN from scratch)")
+    out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet_lite0")
+    if out.exists():
+        raise FileExistsError(f"run folder {out} already exists; choose another --out")
+    result = train_photos(args.data, out, seed=args.seed, color=args.color, say=say)
+    if result is None:
+        say("the images are all gray: training the seed CNN from scratch instead")
+        return None
+    folder, _, evaluation = result
+    print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  run saved to {folder}")
+    return 0
 
 
 def folder_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def grad_cam(
     when nothing speaks for the class). Uses the class logit, not its softmax probability, so other
     classes do not leak in. Defaults: the last Conv2D child and the predicted class.
     """
-    inp = _as_input(module, x)
+    inp = _as_input(module, x).requires_grad_(True)  # a frozen backbone's maps need a graph too
     if layer is None:
         convs = conv_layers(module)
         if not convs:
@@ -217,7 +217,8 @@ def _capture(module: nn.Sequential, names: Sequence[str]) -> Iterator[dict[str, 
 
     with ExitStack() as stack:
         for name in names:
-            stack.enter_context(children[name].register_forward_hook(keep(name)))
+            child = getattr(children[name], "cam_target", children[name])  # a backbone: its last conv block
+            stack.enter_context(child.register_forward_hook(keep(name)))
         yield outputs
 
 

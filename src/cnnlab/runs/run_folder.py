@@ -70,7 +70,11 @@ def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndar
              batch_size: int = 2000) -> Evaluation:
     """Test loss, accuracy, probabilities, confusion matrix and per-class report in one pass."""
     device = next(module.parameters()).device
-    logits = predict_logits(module, eval_images(x, device), batch_size)
+    return evaluation_of(predict_logits(module, eval_images(x, device), batch_size), y, class_names)
+
+
+def evaluation_of(logits: torch.Tensor, y: np.ndarray, class_names: list[str]) -> Evaluation:
+    """The `Evaluation` of logits (N, K) already computed (a transfer run's head on cached features)."""
     loss, accuracy = loss_and_accuracy(logits, targets_tensor(y, logits.device))
     probs = probabilities(logits).cpu().numpy()
     pred = probs.argmax(1)
@@ -117,6 +121,19 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     if dist and not dist.is_main:
         return out, history, None
     evaluation = evaluate(module, spec, data.x_test, data.y_test, list(data.class_names))
+    write_run(out, data, spec, module, config, history, evaluation, train_seconds, model_name=model_name,
+              figures=figures, extra={"distributed": distributed} if distributed else {}, steps=steps)
+    if checkpoint:
+        checkpoint.finish()  # the run folder is complete; its checkpoint is no longer needed
+    return out, history, evaluation
+
+
+def write_run(out: Path, data: Dataset, spec: ModelSpec, module: torch.nn.Module, config: TrainConfig,
+              history: History, evaluation: Evaluation, train_seconds: float, *, model_name: str = "model",
+              figures: bool = True, extra: dict[str, Any] | None = None,
+              steps: list[list[float]] | None = None) -> None:
+    """Write run folder `out` atomically: model file, config, history, metrics, summary and figures;
+    `steps` are the within-epoch points of the training curve (see `train_run`)."""
     with atomic_dir(out) as tmp:
         model_file.save_model(tmp / model_file.MODEL_FILE, spec, module, list(data.class_names), preprocessing(data))
         model_file.write_json(tmp / "config.json", {
@@ -124,19 +141,16 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
             "train": config.to_dict(), "resolved": {"schedule": config.resolved_schedule, "peak_lr": config.peak_lr(),
                                                     "device": str(resolve_device(config.device))},
             "created": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-            "python": platform.python_version(), **({"distributed": distributed} if distributed else {})})
+            "python": platform.python_version(), **(extra or {})})
         model_file.write_json(tmp / "history.json", {"epoch": history.epoch, **history.history,
                                              "stopped_early": history.stopped_early, "best_epoch": history.best_epoch,
-                                             "steps": steps})
+                                             "steps": steps or []})
         (tmp / "history.csv").write_text(model_file.history_csv(history.history))
         model_file.write_json(tmp / "metrics.json", {**evaluation.to_dict(), "train_seconds": train_seconds})
         (tmp / "summary.txt").write_text(summary_text(spec) + "\n")
         model_file.write_json(tmp / "summary.json", summary_dict(spec))
         if figures:
             write_figures(tmp, history.history, evaluation, list(data.class_names), steps)
-    if checkpoint:
-        checkpoint.finish()  # the run folder is complete; its checkpoint is no longer needed
-    return out, history, evaluation
 
 
 def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Evaluation, class_names: list[str],

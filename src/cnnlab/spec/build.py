@@ -17,6 +17,7 @@ from torch import nn
 from cnnlab.spec import layers as L
 from cnnlab.spec import merge as M
 from cnnlab.spec import preprocess
+from cnnlab.spec.backbone import backbone_layer
 from cnnlab.spec.conv_arithmetic import same_padding
 from cnnlab.spec.graph import GraphSpec
 
@@ -159,6 +160,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     M.Add: lambda spec, shapes: AddN(),
     M.Concatenate: lambda spec, shapes: ConcatChannels(),
     **preprocess.BUILDERS,
+    L.EfficientNetLite0: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES),
 }
 
 
@@ -293,8 +295,10 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
     """Keras's default initialisation, Glorot-uniform kernels and zero biases, so that cnnlab's
     training curves start where the lecture's Keras ones do."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    own = [m for m in module.modules() if hasattr(m, "init_weights_")]  # pretrained backbones load their own
+    skip = {id(sub) for m in own for sub in m.modules()}
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skip:
             with torch.no_grad():
                 receptive = m.weight[0, 0].numel() if m.weight.dim() > 2 else 1  # kh * kw
                 fan_in, fan_out = m.weight[0].numel(), m.weight.shape[0] * receptive
@@ -304,6 +308,8 @@ def keras_init_(module: nn.Module, seed: int | None = None) -> None:
                 m.weight.uniform_(-bound, bound, generator=gen)
                 if m.bias is not None:
                     m.bias.zero_()
+    for m in own:
+        m.init_weights_()
 
 
 def place(module: nn.Module, device: torch.device) -> nn.Module:

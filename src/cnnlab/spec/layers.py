@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cnnlab.spec.base import Layer, Shape
 from cnnlab.spec.checks import (  # noqa: F401 - SpecError, ACTIVATIONS, PADDINGS are part of this module's interface
     ACTIVATIONS,
     PADDINGS,
@@ -25,52 +26,15 @@ from cnnlab.spec.checks import (  # noqa: F401 - SpecError, ACTIVATIONS, PADDING
     _positive_int,
 )
 from cnnlab.spec.conv_arithmetic import conv_output_size
-
-Shape = tuple[int, ...]
-
-
-
-@dataclass(frozen=True)
-class Layer:
-    """Base of every layer spec. `name` is filled in Keras style (conv2d, conv2d_1, ...) by the model;
-    `input_shape` on the first layer declares the model's input, as in Keras."""
-    name: str | None = field(default=None, kw_only=True)
-    input_shape: tuple[int, ...] | None = field(default=None, kw_only=True)
-    trainable: bool = field(default=True, kw_only=True)  # False: frozen, its weights count as non-trainable
-    keras_name: ClassVar[str] = ""
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return shape
-
-    def params(self, shape: Shape) -> tuple[int, int]:
-        """(trainable, non_trainable) parameter counts for an input of `shape`."""
-        return 0, 0
-
-    @property
-    def type(self) -> str:
-        return type(self).__name__
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
-        for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):  # name, input_shape last
-            value = getattr(self, f.name)
-            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value):
-                continue
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    def _fail(self, shape: Shape, why: str) -> SpecError:
-        label = getattr(self, "name", None) or self.keras_name
-        return SpecError(f"{self.type} layer {label!r} cannot take input shape {_fmt(shape)}: {why}")
-
-    def _need_image(self, shape: Shape) -> tuple[int, int, int]:
-        if len(shape) != 3:
-            raise self._fail(shape, "it needs an image input (height, width, channels)")
-        return shape  # type: ignore[return-value]
-
-
-def _fmt(shape: Shape) -> str:
-    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+from cnnlab.spec.image_layers import (  # noqa: F401 - part of this module's interface
+    IMAGE_LAYER_TYPES,
+    PREPROCESSING_TYPES,
+    EfficientNetLite0,
+    RandomFlip,
+    RandomRotation,
+    RandomZoom,
+    Rescaling,
+)
 
 
 @dataclass(frozen=True)
@@ -229,7 +193,7 @@ class Activation(Layer):
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
     for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
-                Dropout, BatchNormalization, Activation)
+                Dropout, BatchNormalization, Activation, *IMAGE_LAYER_TYPES)
 }
 
 
@@ -362,65 +326,3 @@ class ModelSpec:
 
 
 # --- preprocessing layers (shape-preserving, no parameters; random ones act only in training) -------------
-@dataclass(frozen=True)
-class Rescaling(Layer):
-    """y = x * scale + offset on the 0-255 pixels, as Keras's when it comes first (see cnnlab.spec.build)."""
-    scale: float
-    offset: float = 0.0
-    keras_name: ClassVar[str] = "rescaling"
-
-    def __post_init__(self) -> None:
-        if not _is_number(self.scale) or not _is_number(self.offset):
-            raise SpecError(f"Rescaling scale and offset must be numbers, got {self.scale!r}, {self.offset!r}")
-        object.__setattr__(self, "scale", float(self.scale))
-        object.__setattr__(self, "offset", float(self.offset))
-
-
-class _ImageOnly(Layer):
-    def output_shape(self, shape: Shape) -> Shape:
-        return self._need_image(shape)
-
-
-@dataclass(frozen=True)
-class RandomFlip(_ImageOnly):
-    mode: str = "horizontal_and_vertical"
-    seed: int | None = None
-    keras_name: ClassVar[str] = "random_flip"
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
-            raise SpecError(f"RandomFlip mode must be 'horizontal', 'vertical' or 'horizontal_and_vertical', "
-                            f"got {self.mode!r}")
-
-
-@dataclass(frozen=True)
-class RandomRotation(_ImageOnly):
-    """Rotate by a random fraction of a full turn in [lower, upper] * 2 pi (factor 0.1: up to +-36 degrees)."""
-    factor: Any
-    fill_mode: str = "reflect"
-    seed: int | None = None
-    keras_name: ClassVar[str] = "random_rotation"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "factor", _factor_range(self.factor, "RandomRotation factor"))
-        _check_fill(self.fill_mode, "RandomRotation")
-
-
-@dataclass(frozen=True)
-class RandomZoom(_ImageOnly):
-    """Zoom by a random factor 1 + f, f in height_factor's range; positive zooms out, negative in (Keras's)."""
-    height_factor: Any
-    width_factor: Any = None  # None: the same factor as the height, keeping the aspect ratio
-    fill_mode: str = "reflect"
-    seed: int | None = None
-    keras_name: ClassVar[str] = "random_zoom"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "height_factor", _factor_range(self.height_factor, "RandomZoom height_factor"))
-        if self.width_factor is not None:
-            object.__setattr__(self, "width_factor", _factor_range(self.width_factor, "RandomZoom width_factor"))
-        _check_fill(self.fill_mode, "RandomZoom")
-
-
-PREPROCESSING_TYPES = (Rescaling, RandomFlip, RandomRotation, RandomZoom)
-LAYER_TYPES.update({cls.__name__: cls for cls in PREPROCESSING_TYPES})

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cnnlab.spec.layers import Layer, Shape, SpecError, _fmt
+from cnnlab.spec.base import Layer, Shape, _fmt
+from cnnlab.spec.checks import SpecError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""Layer specs that work on whole images: preprocessing/augmentation layers and pretrained backbones."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from cnnlab.spec import backbone_params as BP
+from cnnlab.spec.base import Layer, Shape
+from cnnlab.spec.checks import SpecError, _activation, _check_bool, _check_fill, _factor_range, _is_number
+
+
+@dataclass(frozen=True)
+class Rescaling(Layer):
+    """y = x * scale + offset on the 0-255 pixels, as Keras's when it comes first (see cnnlab.spec.build)."""
+    scale: float
+    offset: float = 0.0
+    keras_name: ClassVar[str] = "rescaling"
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.scale) or not _is_number(self.offset):
+            raise SpecError(f"Rescaling scale and offset must be numbers, got {self.scale!r}, {self.offset!r}")
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "offset", float(self.offset))
+
+
+class _ImageOnly(Layer):
+    def output_shape(self, shape: Shape) -> Shape:
+        return self._need_image(shape)
+
+
+@dataclass(frozen=True)
+class RandomFlip(_ImageOnly):
+    mode: str = "horizontal_and_vertical"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_flip"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
+            raise SpecError(f"RandomFlip mode must be 'horizontal', 'vertical' or 'horizontal_and_vertical', "
+                            f"got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class RandomRotation(_ImageOnly):
+    """Rotate by a random fraction of a full turn in [lower, upper] * 2 pi (factor 0.1: up to +-36 degrees)."""
+    factor: Any
+    fill_mode: str = "reflect"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_rotation"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factor", _factor_range(self.factor, "RandomRotation factor"))
+        _check_fill(self.fill_mode, "RandomRotation")
+
+
+@dataclass(frozen=True)
+class RandomZoom(_ImageOnly):
+    """Zoom by a random factor 1 + f, f in height_factor's range; positive zooms out, negative in (Keras's)."""
+    height_factor: Any
+    width_factor: Any = None  # None: the same factor as the height, keeping the aspect ratio
+    fill_mode: str = "reflect"
+    seed: int | None = None
+    keras_name: ClassVar[str] = "random_zoom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "height_factor", _factor_range(self.height_factor, "RandomZoom height_factor"))
+        if self.width_factor is not None:
+            object.__setattr__(self, "width_factor", _factor_range(self.width_factor, "RandomZoom width_factor"))
+        _check_fill(self.fill_mode, "RandomZoom")
+
+
+
+
+@dataclass(frozen=True)
+class EfficientNetLite0(Layer):
+    """Pretrained EfficientNet-Lite0 (cnnlab.backbones): (H, W, 3) -> (ceil(H/32), ceil(W/32), 1280), or
+    (1000,) ImageNet logits with `include_top` (`activation`: Keras's `classifier_activation`)."""
+    weights: str | None = "imagenet"
+    include_top: bool = False
+    trainable: bool = field(default=False, kw_only=True)  # pretrained: frozen unless asked
+    activation: str | None = None
+    keras_name: ClassVar[str] = "efficientnet_lite0"  # its variant: the name after "efficientnet_"
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("imagenet", None):
+            raise SpecError(f"{self.type} weights must be 'imagenet' or null, got {self.weights!r}")
+        _check_bool(self.include_top, f"{self.type} include_top")
+        _check_bool(self.trainable, f"{self.type} trainable")
+        object.__setattr__(self, "activation", _activation(self.activation, self.type))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = self._need_image(shape)
+        if c != 3:
+            raise self._fail(shape, f"it needs 3 colour channels (RGB), the input has {c}")
+        return (BP.NUM_CLASSES,) if self.include_top else (-(-h // BP.STRIDE), -(-w // BP.STRIDE), BP.FEATURES)
+
+    def params(self, shape: Shape) -> tuple[int, int]:
+        return BP.backbone_params(self.keras_name.removeprefix("efficientnet_"), self.include_top, self.trainable)
+
+
+PREPROCESSING_TYPES = (Rescaling, RandomFlip, RandomRotation, RandomZoom)
+IMAGE_LAYER_TYPES = (*PREPROCESSING_TYPES, EfficientNetLite0)
