@@ -119,7 +119,7 @@ def test_datasets_listing(cnnlab):
     (["train", "--data", "nope"], "--data 'nope' is neither a built-in dataset"),
     (["train", "--model", "conv32k99"], "kernel 99x99 is larger than the 28x28 input"),
     (["train", "--model", "conv32q3"], "cannot read token 1 'conv32q3'"),
-    (["train", "--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+    (["train", "--epochs", "0"], "epochs must be an integer in [1, 100000], got 0"),
     (["evaluate", "no/such/run"], "no model at 'no/such/run'"),
     (["predict", "no/such/run", "x.png"], "no model at"),
     (["show", "--index", "70000"], "--index 70000 is out of range"),

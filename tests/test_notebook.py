@@ -19,7 +19,9 @@ def test_lecture_notebook_runs(tmp_path):
     os.environ["PYTHONPATH"] = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])  # the kernel imports this tree
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    # printed text, and the live progress line (a display updated in place, shown as HTML and plain text)
+    text = "\n".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs)
     images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
               if "image/png" in out.get("data", {})]
     assert "conv params: 55,744" in text and "total params: 93,322" in text

@@ -126,8 +126,8 @@ class _NotebookLine:
     UPDATE_SECONDS = 0.25  # each update is a message to the browser
 
     def __init__(self, epochs: int, clock: Callable[[], float]):
-        from IPython.display import HTML, display
-        self.html, self.display = HTML, display
+        from IPython.display import display
+        self.display = display
         self.epochs, self.clock = epochs, clock
         self.speed = _Speed(clock)
         self.handle, self.last = None, -math.inf
@@ -136,11 +136,11 @@ class _NotebookLine:
         return self.on_step, self.on_epoch, lambda: None
 
     def _show(self, text: str) -> None:
-        body = self.html(f"<pre style='margin:0'>{html.escape(text)}</pre>")
-        if self.handle is None:
-            self.handle = self.display(body, display_id=True)
+        body = {"text/plain": text, "text/html": f"<pre style='margin:0'>{html.escape(text)}</pre>"}
+        if self.handle is None:  # both forms: notebooks show the HTML, consoles and saved outputs the text
+            self.handle = self.display(body, raw=True, display_id=True)
         else:
-            self.handle.update(body)
+            self.handle.update(body, raw=True)
 
     def on_step(self, epoch: int, step: int, logs: dict[str, Any]) -> None:
         ips = self.speed.update(logs["seen"])
