@@ -156,6 +156,11 @@ def test_predict_imagenet_names_real_photos(tmp_path, capsys):
 def test_application_gives_the_feature_map_and_plugs_into_sequential():
     from cnnlab import layers, models
     base = AppLite0(weights="imagenet", include_top=False, input_shape=(224, 224, 3))
-    assert isinstance(base, L.EfficientNetLite0) and not base.trainable
+    assert isinstance(base, layers.EfficientNetLite0) and isinstance(base.spec, L.EfficientNetLite0)
+    assert not base.trainable
     model = models.Sequential([base, layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")])
     assert model.spec.shapes()[0] == (7, 7, 1280)
+    summary = summary_dict(model.spec)
+    assert summary["trainable_params"] == 1280 * 2 + 2 and summary["non_trainable_params"] > 3_000_000
+    base.trainable = True  # Keras's switch unfreezes it, and the summary says so
+    assert summary_dict(model.spec)["trainable_params"] > 3_000_000

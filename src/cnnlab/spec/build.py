@@ -205,6 +205,8 @@ def set_trainable_(module: nn.Module, trainable: bool) -> None:
 
 def without_softmax(module: nn.Module) -> nn.Module:
     """The same layer (same parameter objects) with its trailing softmax (or binary sigmoid) left out."""
+    if hasattr(module, "without_activation"):  # a layer that knows its own parts (a pretrained backbone)
+        return module.without_activation()
     if isinstance(module, (nn.Softmax, nn.Sigmoid)):
         return nn.Identity()
     if isinstance(module, nn.Sequential) and "act" in module._modules:
