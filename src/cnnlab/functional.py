@@ -21,7 +21,7 @@ from cnnlab.spec import layers as L
 from cnnlab.spec.build import assemble
 from cnnlab.spec.graph import GraphSpec, Node, Ref
 from cnnlab.spec.summary import summary_text
-from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, build_modules
+from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules
 from cnnlab.train.device_data import scale
 from cnnlab.training import Trainer
 
@@ -34,7 +34,7 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x  # torch (N, C, H, W) -> Keras (N, H, W, C)
 
 
-class Model(Trainer):
+class Model(WeightViews, Trainer):
     """Keras's functional `Model(inputs=..., outputs=...)`; outputs may be one tensor or a list."""
 
     def __init__(self, inputs: KerasTensor | list[KerasTensor], outputs: KerasTensor | list[KerasTensor],
@@ -146,14 +146,6 @@ class Model(Trainer):
     def weights(self) -> list[Variable]:
         self.build()
         return [w for layer in self._weighted() for w in layer.weights]
-
-    @property
-    def trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if not w.trainable]
 
     def get_weights(self) -> list[np.ndarray]:
         self.build()

@@ -69,7 +69,23 @@ class Variable:
         return f"<Variable path={self.path}, shape={self.shape}, dtype=float32>"
 
 
-class _Base:
+class WeightViews:
+    """Keras's `trainable_weights` / `non_trainable_weights`, from `weights`: for layers and models alike."""
+
+    @property
+    def weights(self) -> list[Variable]:
+        return []
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+
+class _Base(WeightViews):
     """What every layer object has, inputs included."""
     name: str
     _nodes: list[tuple[list[KerasTensor], KerasTensor]]
@@ -87,18 +103,6 @@ class _Base:
         self.output  # noqa: B018 - raises for a layer called never or more than once
         ins = self._nodes[0][0]
         return ins[0] if len(ins) == 1 and not isinstance(self, InputLayer) else ins
-
-    @property
-    def trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if not w.trainable]
-
-    @property
-    def weights(self) -> list[Variable]:
-        return []
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)

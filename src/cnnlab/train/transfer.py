@@ -30,7 +30,7 @@ from cnnlab.runs import run_folder
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.fit import History
+from cnnlab.train.fit import History, loss_and_accuracy
 
 PHOTO_MIN_SIDE = 64  # median short side above this: photos (digits, icons and CIFAR-like thumbnails are 28-64 px)
 SIZE = (224, 224)  # EfficientNet-Lite0's training resolution
@@ -142,11 +142,10 @@ def fit_head(f_train: torch.Tensor, y_train: np.ndarray, f_val: torch.Tensor, y_
         if step % options.eval_every:
             continue
         with torch.no_grad():
-            val_logits = z_val @ w.T + b
-            val_loss = float(F.cross_entropy(val_logits, t_val))
+            train_loss, train_acc = loss_and_accuracy(logits, t_train)
+            val_loss, val_acc = loss_and_accuracy(z_val @ w.T + b, t_val)
             history.append(step // options.eval_every, {
-                "loss": float(F.cross_entropy(logits, t_train)), "accuracy": _accuracy(logits, t_train),
-                "val_loss": val_loss, "val_accuracy": _accuracy(val_logits, t_val),
+                "loss": train_loss, "accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
                 "seconds": time.perf_counter() - started})
         started = time.perf_counter()
         if val_loss < best - 1e-4:
@@ -159,10 +158,6 @@ def fit_head(f_train: torch.Tensor, y_train: np.ndarray, f_val: torch.Tensor, y_
     w_best, b_best = best_state
     weight = w_best / std  # (K, 1280) on raw features
     return weight, b_best - weight @ mean, history
-
-
-def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return float((logits.argmax(1) == targets).float().mean())
 
 
 def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, color: str = "auto",
