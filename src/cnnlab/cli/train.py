@@ -117,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in said:
             say(line)
         spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128), args.epochs is not None)
+        # a length from the data, unless --epochs or the model's own recipe (zoo fast/best) sets one
+        length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128),
+                                   args.epochs is not None or "epochs" in recipe)
         for line in said:
             say(line)
         config = train_config(args, recipe, {**length, **chosen})
