@@ -9,7 +9,7 @@ from PIL import Image, ImageFilter
 
 from cnnlab.cli import main
 from cnnlab.datasets.dataset import Dataset
-from cnnlab.datasets.digits import mnist_style
+from cnnlab.datasets.digits import in_mnist_form, mnist_style
 from cnnlab.datasets.image_files import BadImageError, load_image_for, open_image, to_model_input
 from cnnlab.models import Sequential
 from cnnlab.spec import layers
@@ -47,6 +47,23 @@ def test_mnist_digits_pass_through_unchanged(mnist):
     digits = mnist.x_test[:100, ..., 0]
     out = np.stack([mnist_style(d) for d in digits])
     assert np.abs(out.astype(int) - digits).mean() < 0.5  # already MNIST-style: at most rounding changes
+
+
+def test_digits_in_mnist_form_are_returned_as_they_are(mnist):
+    """The model sees an uploaded MNIST image exactly as evaluation did; the recipe runs for everything else."""
+    digits = mnist.x_test[:500, ..., 0]
+    form = np.array([in_mnist_form(d, (28, 28), 20) for d in digits])
+    assert 0.8 < form.mean() < 1.0
+    for digit in digits[form]:
+        assert np.array_equal(mnist_style(digit), digit)
+    shifted = np.roll(digits[form][0], 3, axis=1)  # off centre by 3 px: reframed
+    assert not in_mnist_form(shifted, (28, 28), 20)
+    assert np.abs(_centre_of_mass(mnist_style(shifted)) - 14.0).max() <= 0.5
+    faint = (digits[form][0] // 2).astype(np.uint8)  # peak 127: the recipe stretches it to 255
+    assert not in_mnist_form(faint, (28, 28), 20) and mnist_style(faint).max() == 255
+    noisy = digits[form][0].copy()
+    noisy[0, 0] = 40  # a speck on the border: not known to be clean paper
+    assert not in_mnist_form(noisy, (28, 28), 20)
 
 
 def test_rendered_digit_is_reframed_like_mnist(mnist):

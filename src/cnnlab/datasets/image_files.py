@@ -75,7 +75,8 @@ def _decode(file: BinaryIO, size: int, name: str | os.PathLike, formats: list[st
                                       f"{size:,}-byte file can hold; the file is damaged")
         img.seek(0)
         img.load()  # decode now, so truncated or corrupt data fails here and not later
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: a copy of every upload would cost more than its decode
+        return img
     except (BadImageError, UnidentifiedImageError):
         raise
     except Image.DecompressionBombError as exc:

@@ -32,6 +32,7 @@ class Served:
         self.path = Path(path)
         self.name = name
         self.model: Sequential = load_model(self.path)
+        self.input_shape = self.model.spec.input_shape  # the spec is rebuilt on each access: read it once
         folder = self.path if self.path.is_dir() else None
         self.config: dict[str, Any] | None = run_folder.read_config(folder) if folder else None
         self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
@@ -59,7 +60,7 @@ class Served:
 
     def prepare(self, raw: bytes) -> np.ndarray:
         """Image file bytes -> the uint8 (H, W, C) input this model takes."""
-        return to_model_input(decode_image(raw), self.model.spec.input_shape, self.model.preprocessing)
+        return to_model_input(decode_image(raw), self.input_shape, self.model.preprocessing)
 
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""
