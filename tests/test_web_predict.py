@@ -78,8 +78,21 @@ def test_predict_top_k_and_a_photo_sized_drawing(client):
     probs = [t["probability"] for t in body["top"]]
     assert len(probs) == 10 and probs == sorted(probs, reverse=True)
     assert abs(sum(body["probabilities"]) - 1) < 1e-4
-    assert upload(client, drawing_png(), top_k=0).status_code == 422
-    assert upload(client, drawing_png(), top_k="x").status_code == 422
+    for bad in (0, 1001, "x", "٣", "9" * 5000, -1, 2.5):
+        r = upload(client, drawing_png(), top_k=bad)
+        assert r.status_code == 422 and "top_k must be a whole number 1..1000" in r.json()["error"], (bad, r.text)
+    assert len(upload(client, drawing_png(), top_k=1000).json()["top"]) == 10  # all of the classes
+    assert upload(client, drawing_png(), echo="maybe").status_code == 422
+    assert "input" in upload(client, drawing_png(), echo="yes").json()
+    assert "input" not in upload(client, drawing_png(), echo="off").json()
+
+
+def test_predict_is_documented_as_it_behaves(client):
+    op = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]
+    params = {p["name"]: p["schema"] for p in op["parameters"]}
+    assert params["top_k"]["maximum"] == 1000 and params["echo"]["type"] == "boolean"
+    assert {"200", "400", "403", "413", "415", "422", "503"} <= set(op["responses"])
+    assert set(op["requestBody"]["content"]) == {"multipart/form-data", "application/json", "image/*"}
 
 
 def _bomb_png(width: int, height: int) -> bytes:

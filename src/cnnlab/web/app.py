@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
@@ -24,15 +23,15 @@ from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict
 from cnnlab.train.config import TrainConfig, recipe_config
 from cnnlab.train.optim import OPTIMIZERS
+from cnnlab.web import predict_route
 from cnnlab.web.batch import Batcher, Overloaded
 from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
 from cnnlab.web.stores import DataStore, NotFound, RunStore
-from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError, image_from_json
+from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError
 
 STATIC = Path(__file__).resolve().parent / "static"
-INLINE_DECODE_BYTES = 32 * 1024
 MAX_TRAIN_PARAMS = 50_000_000  # a typo like conv50000k3 should be an error message, not a frozen laptop
 
 
@@ -145,20 +144,8 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         return FileResponse(STATIC / "index.html")
 
     # --- try the model ---------------------------------------------------------------------
-    @app.post("/api/predict", responses=_responses("POST", "/api/predict"), openapi_extra=_PREDICT_BODY,
-              summary="classify an image (multipart 'file' or JSON base64)")
-    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
-                      echo: bool = Query(False, description="also return the input the model received, as a PNG")
-                      ) -> JSONResponse:
-        started = time.perf_counter()
-        raw = await _image_bytes(request)
-        served = state.served
-        # Decoding a small file costs less than handing it to a thread; a photo goes to the thread pool.
-        x = served.prepare(raw) if len(raw) <= INLINE_DECODE_BYTES else await run_in_threadpool(served.prepare, raw)
-        probs, image_id = await state.batcher.submit(served, x)
-        body = served.answer(x, probs, image_id, top_k, echo)
-        body["milliseconds"] = round((time.perf_counter() - started) * 1000, 2)
-        return JSONResponse(body)
+    app.add_route(predict_route.PATH, predict_route.endpoint(state), methods=["POST"], include_in_schema=False)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/api/explain/maps", responses=_responses("GET", "/api/explain/maps"), summary="response maps of every conv/pool layer for an image predicted before")
     def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:
@@ -229,31 +216,6 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     return app
 
 
-_PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "application/json": {"schema": {"type": "object", "required": ["image"],
-                                    "properties": {"image": {"type": "string",
-                                                             "description": "base64 PNG/JPEG, or a data: URL"}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
-
-
-async def _image_bytes(request: Request) -> bytes:
-    """The uploaded image's bytes from a multipart form (field 'file') or a JSON body."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
-        file = form.get("file")
-        if file is None or isinstance(file, str):
-            raise UploadError(422, "send the image as a file in the multipart field 'file'")
-        return await file.read()
-    if kind == "application/json":
-        return image_from_json(await request.body())
-    if kind.startswith("image/"):  # the file itself as the body: the cheapest form for scripts
-        return await request.body()
-    raise UploadError(415, f"send multipart/form-data, application/json or image/*, not {kind or 'no content type'}")
-
-
 async def _stream(trainer: Trainer, start: int) -> AsyncIterator[str]:
     """SSE lines for the job's events from `start`; ends after its last event (the page closes it then)."""
     job = trainer.job
@@ -315,6 +277,16 @@ def _errors(app: FastAPI) -> None:
     async def on_crash(_: Request, exc: Exception) -> JSONResponse:
         return reply(500, f"internal error ({type(exc).__name__}); the server log has the details")
     app.add_exception_handler(Exception, on_crash)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema of the declared routes, plus the hand-written entry of the plain POST /api/predict."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        codes = sorted({*GUARD_ERRORS["POST"], *ROUTE_ERRORS[("POST", predict_route.PATH)]})
+        schema["paths"][predict_route.PATH] = {"post": predict_route.operation(
+            {code: STATUS_TEXT[code] for code in codes}, "#/components/schemas/ErrorReply")}
+    return app.openapi_schema
 
 
 def _responses(method: str, path: str) -> dict[int | str, dict[str, Any]]:
