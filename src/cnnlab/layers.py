@@ -80,6 +80,16 @@ class EfficientNetLite0(Layer):
     spec_class = L.EfficientNetLite0
 
 
+class EfficientNetLite1(Layer):
+    """The pretrained EfficientNet-Lite1 (240 px) as one layer (made by `cnnlab.applications.EfficientNetLite1`)."""
+    spec_class = L.EfficientNetLite1
+
+
+class EfficientNetLite2(Layer):
+    """The pretrained EfficientNet-Lite2 (260 px) as one layer (made by `cnnlab.applications.EfficientNetLite2`)."""
+    spec_class = L.EfficientNetLite2
+
+
 class Add(Layer):
     """`Add()([x, y])`: element-wise sum of tensors of one shape."""
     spec_class = M.Add
@@ -102,7 +112,8 @@ def concatenate(inputs: list[KerasTensor], axis: int = -1, **kwargs: Any) -> Ker
 LAYER_CLASSES: dict[type[L.Layer], type[Layer]] = {
     cls.spec_class: cls for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
                                     Flatten, Dense, Dropout, BatchNormalization, Activation, Add, Concatenate,
-                                    Rescaling, RandomFlip, RandomRotation, RandomZoom, EfficientNetLite0)}
+                                    Rescaling, RandomFlip, RandomRotation, RandomZoom,
+                                    EfficientNetLite0, EfficientNetLite1, EfficientNetLite2)}
 
 
 def from_spec(spec: L.Layer, name: str | None = None) -> Layer:

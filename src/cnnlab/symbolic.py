@@ -141,7 +141,7 @@ class Layer(_Base):
     """Base of cnnlab's Keras layer classes; `spec_class` is the spec it wraps, e.g. `spec.layers.Conv2D`."""
     spec_class: ClassVar[type[L.Layer]] = L.Layer
 
-    def __init__(self, *args: Any, name: str | None = None, trainable: bool = True,
+    def __init__(self, *args: Any, name: str | None = None, trainable: bool | None = None,
                  input_shape: tuple[int, ...] | None = None, **kwargs: Any):
         try:
             spec = self.spec_class(*args, **kwargs)
@@ -149,7 +149,8 @@ class Layer(_Base):
             fields = [f.name for f in dataclasses.fields(self.spec_class) if not f.kw_only]
             raise TypeError(f"{type(self).__name__}: {exc}; cnnlab's {type(self).__name__} takes "
                             f"{', '.join([*fields, 'name', 'trainable', 'input_shape'])}") from None
-        self._setup(spec, name, trainable, input_shape)
+        # None: the spec's own default (True, but False for a pretrained backbone)
+        self._setup(spec, name, spec.trainable if trainable is None else trainable, input_shape)
 
     @classmethod
     def from_spec(cls, spec: L.Layer, name: str | None = None) -> Layer:
@@ -166,7 +167,7 @@ class Layer(_Base):
         self.name = name or auto_name(spec.keras_name)
         L.keras_names([dataclasses.replace(spec, name=self.name)])  # letters, digits and underscores
         self._spec = dataclasses.replace(spec, name=None, trainable=True, input_shape=None)
-        self._trainable = trainable and spec.trainable
+        self._trainable = trainable
         self.declared_input_shape = L.check_input_shape(input_shape) if input_shape is not None else None
         self._nodes = []
         self._in_shape: L.Shape | list[L.Shape] | None = None

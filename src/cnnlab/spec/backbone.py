@@ -1,4 +1,4 @@
-"""Build a backbone layer spec (`EfficientNetLite0`) into a torch module that takes cnnlab's input.
+"""Build a backbone layer spec (`EfficientNetLite0/1/2`) into a torch module that takes cnnlab's input.
 
 cnnlab models take float (B, 3, H, W) in [0, 1] (the fit loop scales uint8 by 1/255); the backbone
 wants `(x * 255 - 127) / 128`, so the module rescales first. Building allocates the network only;
@@ -22,10 +22,10 @@ from cnnlab.spec import layers as L
 class BackboneLayer(nn.Module):
     """A pretrained EfficientNet-Lite as one child of a cnnlab nn.Sequential; frozen unless `trainable`."""
 
-    def __init__(self, spec: L.EfficientNetLite0, shape: L.Shape, activation: nn.Module | None = None):
+    def __init__(self, spec: L.EfficientNetLiteBase, shape: L.Shape, activation: nn.Module | None = None):
         super().__init__()
         spec.output_shape(shape)  # 3 channels, or a SpecError naming the shape
-        self.variant = spec.keras_name.removeprefix("efficientnet_")
+        self.variant = spec.variant
         self.weights, self.trainable = spec.weights, spec.trainable
         self.net = EfficientNetLite(self.variant, include_top=spec.include_top)
         self.act = activation if spec.include_top and activation is not None else nn.Identity()
@@ -53,7 +53,7 @@ class BackboneLayer(nn.Module):
         return self.act(self.net((x * 255.0 - MEAN) / SCALE))
 
 
-def backbone_layer(spec: L.EfficientNetLite0, shape: L.Shape,
+def backbone_layer(spec: L.EfficientNetLiteBase, shape: L.Shape,
                    activations: dict[str, Callable[[], nn.Module]]) -> BackboneLayer:
     """`spec.build.BUILDERS`'s entry: `activations` is its name -> module table (for `classifier_activation`)."""
     act = activations[spec.activation]() if spec.activation else None

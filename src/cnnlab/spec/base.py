@@ -34,7 +34,9 @@ class Layer:
         out: dict[str, Any] = {"type": self.type}
         for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):  # name, input_shape last
             value = getattr(self, f.name)
-            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value):
+            # trainable is left out only when it is the usual True default (a backbone, frozen by default, keeps it)
+            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value
+                                                                         and f.default is True):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out

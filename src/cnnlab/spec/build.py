@@ -160,7 +160,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     M.Add: lambda spec, shapes: AddN(),
     M.Concatenate: lambda spec, shapes: ConcatChannels(),
     **preprocess.BUILDERS,
-    L.EfficientNetLite0: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES),
+    **{kind: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES) for kind in L.BACKBONE_TYPES},
 }
 
 

@@ -69,24 +69,31 @@ class RandomZoom(_ImageOnly):
         _check_fill(self.fill_mode, "RandomZoom")
 
 
-
-
 @dataclass(frozen=True)
-class EfficientNetLite0(Layer):
-    """Pretrained EfficientNet-Lite0 (cnnlab.backbones): (H, W, 3) -> (ceil(H/32), ceil(W/32), 1280), or
-    (1000,) ImageNet logits with `include_top` (`activation`: Keras's `classifier_activation`)."""
+class EfficientNetLiteBase(Layer):
+    """Pretrained EfficientNet-Lite (cnnlab.backbones): (H, W, 3) -> (ceil(H/32), ceil(W/32), 1280), or
+    (1000,) ImageNet logits with `include_top` (`activation`: Keras's `classifier_activation`).
+
+    The variants differ only in their class: `EfficientNetLite0/1/2` below; `variant` names the network."""
     weights: str | None = "imagenet"
     include_top: bool = False
     trainable: bool = field(default=False, kw_only=True)  # pretrained: frozen unless asked
     activation: str | None = None
-    keras_name: ClassVar[str] = "efficientnet_lite0"  # its variant: the name after "efficientnet_"
+    keras_name: ClassVar[str] = ""  # "efficientnet_liteN": the variant is the name after "efficientnet_"
 
     def __post_init__(self) -> None:
+        if not self.keras_name:
+            raise TypeError("EfficientNetLiteBase has no network of its own; use EfficientNetLite0, 1 or 2")
         if self.weights not in ("imagenet", None):
             raise SpecError(f"{self.type} weights must be 'imagenet' or null, got {self.weights!r}")
         _check_bool(self.include_top, f"{self.type} include_top")
         _check_bool(self.trainable, f"{self.type} trainable")
         object.__setattr__(self, "activation", _activation(self.activation, self.type))
+
+    @property
+    def variant(self) -> str:
+        """The network's name in `cnnlab.backbones` ("lite0", "lite1", "lite2")."""
+        return self.keras_name.removeprefix("efficientnet_")
 
     def output_shape(self, shape: Shape) -> Shape:
         h, w, c = self._need_image(shape)
@@ -95,8 +102,27 @@ class EfficientNetLite0(Layer):
         return (BP.NUM_CLASSES,) if self.include_top else (-(-h // BP.STRIDE), -(-w // BP.STRIDE), BP.FEATURES)
 
     def params(self, shape: Shape) -> tuple[int, int]:
-        return BP.backbone_params(self.keras_name.removeprefix("efficientnet_"), self.include_top, self.trainable)
+        return BP.backbone_params(self.variant, self.include_top, self.trainable)
+
+
+@dataclass(frozen=True)
+class EfficientNetLite0(EfficientNetLiteBase):
+    """EfficientNet-Lite0, trained at 224 px: 4.7M weights with its top, 3.4M without."""
+    keras_name: ClassVar[str] = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class EfficientNetLite1(EfficientNetLiteBase):
+    """EfficientNet-Lite1, trained at 240 px: Lite0 with 21 blocks instead of 16 (5.4M weights with its top)."""
+    keras_name: ClassVar[str] = "efficientnet_lite1"
+
+
+@dataclass(frozen=True)
+class EfficientNetLite2(EfficientNetLiteBase):
+    """EfficientNet-Lite2, trained at 260 px: Lite1 with 10% wider blocks (6.1M weights with its top)."""
+    keras_name: ClassVar[str] = "efficientnet_lite2"
 
 
 PREPROCESSING_TYPES = (Rescaling, RandomFlip, RandomRotation, RandomZoom)
-IMAGE_LAYER_TYPES = (*PREPROCESSING_TYPES, EfficientNetLite0)
+BACKBONE_TYPES = (EfficientNetLite0, EfficientNetLite1, EfficientNetLite2)  # one per cnnlab.backbones.VARIANTS entry
+IMAGE_LAYER_TYPES = (*PREPROCESSING_TYPES, *BACKBONE_TYPES)

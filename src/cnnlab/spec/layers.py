@@ -27,9 +27,13 @@ from cnnlab.spec.checks import (  # noqa: F401 - SpecError, ACTIVATIONS, PADDING
 )
 from cnnlab.spec.conv_arithmetic import conv_output_size
 from cnnlab.spec.image_layers import (  # noqa: F401 - part of this module's interface
+    BACKBONE_TYPES,
     IMAGE_LAYER_TYPES,
     PREPROCESSING_TYPES,
     EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    EfficientNetLiteBase,
     RandomFlip,
     RandomRotation,
     RandomZoom,
