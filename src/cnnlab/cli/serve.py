@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from pathlib import Path
 
 from cnnlab.errors import MissingExtra
-
-SERVE_CONCURRENCY = 512  # open connections + tasks; beyond, uvicorn answers 503 instead of queueing without end
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1..65535, got {args.port}")
     try:
-        import uvicorn
-
+        from cnnlab.web import server
         from cnnlab.web.app import create_app
         from cnnlab.web.guards import bind_warning
     except ImportError as exc:
@@ -38,16 +34,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"cnnlab: warning: {warning}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"cnnlab: serving on http://{shown}:{args.port}/  (API docs at /docs; Ctrl-C stops)", flush=True)
-    # An open event stream would otherwise hold Ctrl-C until training ends; after 3 s the app's
-    # shutdown stops the job, which still saves its run folder.
-    # Slow clients: an idle keep-alive connection closes after 5 s, request headers over 16 KiB are
-    # refused, and the app's BodyRead guard cuts off a body still trickling in after 10 s. uvicorn has
-    # no timeout for a request's headers themselves, so limit_concurrency bounds what such clients hold.
-    # The ~250k objects of torch, FastAPI and the model never die; a full garbage collection walks them all
-    # (~130 ms on this machine) and stalls every request in flight. Frozen, collections see only new objects.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=3, timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
-                limit_concurrency=SERVE_CONCURRENCY, backlog=SERVE_CONCURRENCY)
+    server.serve(app, args.host, args.port)
     return 0
