@@ -15,7 +15,8 @@ from cnnlab.spec.summary import summary_dict
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder or .safetensors file; or the word 'conv' for the conv arithmetic")
     p.add_argument("--filters", metavar="LAYER", help="draw the learned kernels of this conv layer (e.g. conv2d)")
-    p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image")
+    p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image "
+                   "(a pretrained backbone: each of its stages; one of them: efficientnet_lite0/block3)")
     p.add_argument("--image", help="a test-set index (train with --split train) or an image file")
     p.add_argument("--split", choices=["train", "test"], default="test",
                    help="the split --image N is taken from: test (default) or train")
@@ -98,10 +99,12 @@ def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.n
 def _maps(module, saved: model_file.SavedModel, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
     wanted = None if layers == "all" else [name.strip() for name in layers.split(",")]
     shapes = {row["name"]: row["output_shape"] for row in summary_dict(saved.spec)["layers"]}
+    stages = explain.backbone_stages(module)  # a backbone's stages are maps the summary has no row for
     wrote = []
     for name, fmap in explain.feature_maps(module, image, wanted):
-        fig = plots.feature_maps_grid(f"{name} ({label})", fmap, shapes.get(name))
-        wrote.append(plots.save_png(fig, out / f"maps_{name}.png"))
+        title = f"{name}: {stages[name]} ({label})" if name in stages else f"{name} ({label})"
+        fig = plots.feature_maps_grid(title, fmap, shapes.get(name))
+        wrote.append(plots.save_png(fig, out / f"maps_{name.replace('/', '-')}.png"))
     return wrote
 
 
