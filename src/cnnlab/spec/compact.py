@@ -123,8 +123,10 @@ def _fmt_pool(kind: str, l: L._Pooling2D) -> str:
 
 
 def format(spec: L.ModelSpec) -> str:  # noqa: A001 - mirrors parse()
-    """The compact form of `spec`. Layer names and BatchNormalization epsilon have no compact form."""
+    """The compact form of `spec`. Layer names, BatchNormalization epsilon and backbones have no compact form."""
     for layer in spec.layers:
+        if type(layer) not in FORMATTERS:  # a pretrained backbone, say
+            raise L.SpecError(f"{layer.type} has no compact form; use JSON")
         if layer.name is not None or (isinstance(layer, L.BatchNormalization) and layer.epsilon != 1e-3):
             raise L.SpecError(f"{layer.type} {layer.name or ''} has options the compact form cannot hold; use JSON")
     head = ["in" + "x".join(map(str, spec.input_shape))] if spec.input_shape else []
