@@ -121,3 +121,15 @@ def test_cli_maps_of_two_stages_of_a_saved_photo_model(photo_model, tmp_path, ca
     assert printed == ["wrote", str(out / "maps_efficientnet_lite0-block3.png"),
                        "wrote", str(out / "maps_efficientnet_lite0-top.png")]
     assert all(Image.open(p).size[0] > 600 for p in printed[1::2])
+
+
+def test_cli_explains_the_pretrained_classifier_by_name(tmp_path, capsys, monkeypatch):
+    from cnnlab.backbones.preprocess import class_names
+    monkeypatch.chdir(tmp_path)  # no folder called "imagenet" here, so the name means the zoo model
+    data = pytest.importorskip("skimage.data")
+    Image.fromarray(data.chelsea()).save("chelsea.png")
+    assert main(["explain", "imagenet", "--grad-cam", "--image", "chelsea.png", "--out", "figs"]) == 0
+    wrote = capsys.readouterr().out.split()[-1]
+    cats = ["".join(c if c.isalnum() or c in "-_" else "-" for c in class_names()[i]) for i in range(281, 286)]
+    assert any(wrote == f"figs/grad_cam_chelsea_pred-{name[:40]}.png" for name in cats), wrote
+    assert Image.open(wrote).size[0] >= 1200  # image, heat map, overlay, saliency
