@@ -3,6 +3,7 @@
 Skips (saying why) when Playwright or Chromium is missing; `.ci/install-browser.sh` installs Chromium.
 CNNLAB_CHROMIUM names another Chromium binary. CNNLAB_SCREENSHOTS=DIR saves screenshots of the views
 there (docs/images holds the README's); CNNLAB_WEB_RUN=RUN serves that run instead of the tiny one.
+The photo test serves `imagenet`, the pretrained classifier, as `cnnlab serve imagenet` does.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,30 +53,43 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, trained: Path, browser):
-    """uvicorn on a free 127.0.0.1 port in a thread; yields (base URL, runs folder)."""
-    runs_dir = web_support.runs_dir_with_tiny_run(tmp_path_factory.mktemp("browser"), trained)
+@contextmanager
+def serving(app):
+    """uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(runs_dir=runs_dir), log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", runs_dir
+    yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(60)
     sock.close()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, trained: Path, browser):
+    """The tiny MNIST run's server; yields (base URL, runs folder)."""
+    runs_dir = web_support.runs_dir_with_tiny_run(tmp_path_factory.mktemp("browser"), trained)
+    with serving(create_app(runs_dir=runs_dir)) as base:
+        yield base, runs_dir
+
+
 @pytest.fixture
 def page(browser, server):
-    """A fresh page; fails the test on a JS error, a console error (CSP violations are) or any outside request."""
     base, _ = server
+    with opened(browser, base) as pg:
+        yield pg
+
+
+@contextmanager
+def opened(browser, base: str):
+    """A fresh page; fails the test on a JS error, a console error (CSP violations are) or any outside request."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     problems: list[str] = []
@@ -91,10 +106,10 @@ def page(browser, server):
     assert not problems, problems
 
 
-def shot(pg, name: str) -> None:
+def shot(pg, name: str, full_page: bool = True) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(Path(SHOTS) / name), full_page=True)
+        pg.screenshot(path=str(Path(SHOTS) / name), full_page=full_page)
 
 
 def draw(pg, points: list[tuple[float, float]]) -> None:
@@ -271,3 +286,63 @@ def test_train_one_epoch_on_a_subset_and_serve_it(page, server):
     page.wait_for_selector(f"#runs tr[data-run='{run}'] .badge")
     assert page.locator("#runs tbody tr").count() >= 2
     shot(page, "web-runs.png")
+
+
+# --- a model of colour photos: `cnnlab serve imagenet` ------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_server(tmp_path_factory: pytest.TempPathFactory, browser):
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))  # no folder called "imagenet" here: the name means the zoo model
+    try:
+        app = create_app(run="imagenet", runs_dir=tmp_path_factory.mktemp("runs"))
+    finally:
+        os.chdir(here)
+    with serving(app) as base:
+        yield base
+
+
+def test_a_photo_model_takes_photos_and_shows_where_it_looked(browser, photo_server, tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    from cnnlab.backbones.preprocess import class_names
+    cats = [class_names()[i] for i in range(281, 286)]  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    cat, coffee = tmp_path / "chelsea.jpg", tmp_path / "coffee.png"
+    Image.fromarray(skimage_data.chelsea()).save(cat, quality=90)
+    Image.fromarray(skimage_data.coffee()).save(coffee)
+    with opened(browser, photo_server) as pg:
+        pg.wait_for_selector("#view-try.photo")  # no drawing pad for a photo model
+        assert pg.text_content("#try-title") == "Your photo"
+        assert pg.is_visible("#cam-card") and not pg.is_visible("#undo")
+
+        pg.set_input_files("#upload", str(cat))
+        settled(pg)
+        pg.wait_for_function("() => document.querySelector('#cam-heat').naturalWidth === 224")
+        top = pg.text_content("#top-class")
+        assert top in cats, top
+        assert len(pg.query_selector_all("#bars .bar")) == 10
+        assert f"“{top}”" in pg.text_content("#cam-caption")
+        assert pg.locator("#cam-heat").bounding_box() == pg.locator("#cam-photo").bounding_box()  # laid over it
+        captions = pg.locator("#maps figcaption").all_text_contents()
+        assert [c.split()[0] for c in captions] == [f"efficientnet_lite0/{s}" for s in
+                                                    ["stem", *(f"block{i}" for i in range(1, 8)), "top"]]
+        assert "(None, 7, 7, 1280) · first 64 channels" in captions[-1]
+        shot(pg, "web-photo.png", full_page=False)  # the photo, its classes, the heat map and the first stages
+        pg.fill("#cam-alpha", "80")
+        assert pg.evaluate("() => getComputedStyle(document.querySelector('#cam-heat')).opacity") == "0.8"
+
+        with pg.expect_file_chooser() as chooser:  # a click on the frame picks a photo; it draws nothing
+            pg.click("#pad")
+        chooser.value.set_files(str(coffee))
+        settled(pg)
+        pg.wait_for_function("() => document.querySelector('#top-class').textContent === 'espresso'")
+        pg.wait_for_function("() => document.querySelector('#cam-heat').dataset.class === 'espresso'")
+
+        dropped = pg.evaluate_handle(
+            """(b64) => {
+                 const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                 const transfer = new DataTransfer();
+                 transfer.items.add(new File([bytes], "cat.jpg", { type: "image/jpeg" }));
+                 return transfer;
+               }""", base64.b64encode(cat.read_bytes()).decode())
+        pg.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        settled(pg)
+        pg.wait_for_function("(want) => document.querySelector('#top-class').textContent === want", arg=top)

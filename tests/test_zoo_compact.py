@@ -56,6 +56,12 @@ def test_compact_errors(text, message):
         compact.parse(text)
 
 
+def test_a_backbone_has_no_compact_form():
+    spec = L.ModelSpec((L.EfficientNetLite0(), L.GlobalAveragePooling2D(), L.Dense(2, "softmax")), (224, 224, 3))
+    with pytest.raises(SpecError, match="EfficientNetLite0 has no compact form; use JSON"):
+        compact.format(spec)
+
+
 def test_resolve_json_file_and_mismatched_input(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"input_shape": [32, 32, 3], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 2}]}))

@@ -8,7 +8,7 @@ bottom/right), which the pretrained weights need: symmetric padding moves the lo
 Module layout (the names are what hooks and the state dict use)::
 
     stem                 ConvBNAct 3 -> 32, 3x3 stride 2
-    stages[0..6]         nn.Sequential of MBConv blocks; hook stages[i] for stage outputs
+    stages[0..6]         nn.Sequential of MBConv blocks; hook stages[i] for stage outputs (``named_stages``)
     head                 ConvBNAct -> 1280, 1x1;  head.conv is "the last convolution" (Grad-CAM)
     pool, dropout, classifier   only when include_top (classifier: nn.Linear(1280, 1000))
 
@@ -202,6 +202,14 @@ class EfficientNetLite(nn.Module):
     def last_conv(self) -> nn.Conv2d:
         """The last convolution (``head.conv``), 1x1 -> 1280 channels: the Grad-CAM target layer."""
         return self.head.conv
+
+    def named_stages(self) -> list[tuple[str, str, nn.Module]]:
+        """(name, what it is, module) per stage in forward order, named as Keras names EfficientNet's parts:
+        stem, block1 ... block7 (the MBConv stages), top (``head``, the map ``include_top=False`` gives)."""
+        blocks = [(f"block{i + 1}", f"{spec.repeats} MBConv {spec.kernel}x{spec.kernel} block{'s' * (spec.repeats > 1)}"
+                   + (f", stride {spec.stride}" if spec.stride > 1 else ""), stage)
+                  for i, ((spec, _), stage) in enumerate(zip(stage_plan(self.variant), self.stages))]
+        return [("stem", "Conv 3x3, stride 2", self.stem), *blocks, ("top", "Conv 1x1", self.head)]
 
     def blocks(self) -> list[nn.Module]:
         """The MBConv blocks in forward order (16 for Lite0, 21 for Lite1/2)."""

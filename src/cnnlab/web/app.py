@@ -62,6 +62,7 @@ class ErrorReply(BaseModel):
 # Status codes beyond 200 each route can answer; the guards add theirs to every route (see _document).
 ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/predict"): (404, 413, 415, 422, 503), ("GET", "/api/explain/maps"): (404, 422),
+    ("GET", "/api/explain/gradcam"): (404, 422),
     ("GET", "/api/model"): (404,), ("POST", "/api/model"): (404, 422),
     ("GET", "/api/model/examples"): (404, 422, 501), ("POST", "/api/spec"): (404, 422, 501),
     ("POST", "/api/train"): (404, 409, 422, 501), ("POST", "/api/train/stop"): (409,)}
@@ -118,7 +119,8 @@ class ServerState:
 
 def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", data_dirs: list[str | Path] | None = None,
                host: str = "127.0.0.1") -> FastAPI:
-    """The web app for `cnnlab serve`; `run` is served first (default: the newest run in `runs_dir`)."""
+    """The web app for `cnnlab serve`; `run` is served first (default: the newest run in `runs_dir`); it may be
+    `imagenet`, the pretrained classifier (see `cnnlab.backbones.zoo.load_run`)."""
     state = ServerState(run, runs_dir, list(data_dirs or []))
 
     @asynccontextmanager
@@ -128,7 +130,8 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         await run_in_threadpool(state.trainer.shutdown)
 
     app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Draw or upload a digit, see what every layer of a CNN saw; train and watch live.")
+                  description="Draw a digit or upload a photo, see what every layer of a CNN saw and where it "
+                              "looked; train and watch live.")
     app.state.cnnlab = state
     app.add_middleware(SecurityHeaders)  # the last added runs first: size, Host, Origin, then the body is read
     app.add_middleware(BodyRead)
@@ -150,6 +153,13 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     @app.get("/api/explain/maps", responses=_responses("GET", "/api/explain/maps"), summary="response maps of every conv/pool layer for an image predicted before")
     def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:
         return state.served.maps(image)
+
+    @app.get("/api/explain/gradcam", responses=_responses("GET", "/api/explain/gradcam"),
+             summary="Grad-CAM heat map (a PNG the input's size) of an image predicted before, for a class")
+    def gradcam(image: str = Query(..., max_length=64, description="image_id from POST /api/predict"),
+                class_index: int | None = Query(None, ge=0, description="the class to explain; default: the predicted one")
+                ) -> dict[str, Any]:
+        return state.served.grad_cam(image, class_index)
 
     # --- the model and the runs --------------------------------------------------------------
     @app.get("/api/model", responses=_responses("GET", "/api/model"), summary="the served model: summary, metrics, history, confusion matrix")

@@ -1,18 +1,32 @@
-"""Arrays -> small PNG data URLs for the page: model inputs, test images, and response maps as tiled mosaics."""
+"""Arrays -> small PNG data URLs for the page: model inputs, test images, response maps as tiled mosaics, heat maps."""
 from __future__ import annotations
 
 import base64
 import io
 import math
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-# The colour map plots.feature_maps_grid uses, as a lookup table: drawing by matplotlib is too slow
-# for a page that updates while the pen moves.
+# The colour maps plots.feature_maps_grid and plots.grad_cam_overlay use, as lookup tables: drawing by
+# matplotlib is too slow for a page that updates while the pen moves.
 VIRIDIS = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # (256, 3)
+JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # (256, 3)
 GAP = 1  # pixels between tiles
+# A mosaic stays under about 460 x 460 pixels: a photo model's first stages are 112 x 112 with 32
+# channels and its last has 1280 channels, which drawn whole would be megabytes per request.
+MAX_TILES = 64  # the first 64 channels, as plots.feature_maps_grid draws
+MAX_TILE_SIDE = 56  # larger maps are averaged down by a whole factor (112 -> 56)
+
+
+class Mosaic(NamedTuple):
+    image: np.ndarray  # RGB uint8 (rows * (tile_h + GAP) - GAP, cols * (tile_w + GAP) - GAP, 3)
+    rows: int
+    cols: int
+    channels: int  # how many channels it shows: the first ones, up to MAX_TILES
+    tile: tuple[int, int]  # (tile_h, tile_w): the map's (H, W), or less where averaged down
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -27,9 +41,13 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def mosaic(fmap: np.ndarray, cols: int = 8) -> tuple[np.ndarray, int, int]:
-    """(H, W, C) response map -> (RGB uint8 tiles in a grid, rows, cols); each channel scaled to its own range."""
-    fmap = np.asarray(fmap, dtype=np.float32)
+def mosaic(fmap: np.ndarray, cols: int = 8) -> Mosaic:
+    """(H, W, C) response map -> its channels as tiles in a grid; each channel scaled to its own range."""
+    fmap = np.asarray(fmap, dtype=np.float32)[:, :, :MAX_TILES]
+    step = math.ceil(max(fmap.shape[:2]) / MAX_TILE_SIDE)
+    if step > 1:  # (H, W, C) -> (H / step, W / step, C), the mean of each step x step block
+        h, w, c = fmap.shape
+        fmap = fmap[:h - h % step, :w - w % step].reshape(h // step, step, w // step, step, c).mean(axis=(1, 3))
     h, w, c = fmap.shape
     cols = max(1, min(cols, c))
     rows = math.ceil(c / cols)
@@ -42,4 +60,12 @@ def mosaic(fmap: np.ndarray, cols: int = 8) -> tuple[np.ndarray, int, int]:
     for ch in range(c):
         r, q = divmod(ch, cols)
         out[r * (h + GAP):r * (h + GAP) + h, q * (w + GAP):q * (w + GAP) + w] = VIRIDIS[idx[:, :, ch]]
-    return out, rows, cols
+    return Mosaic(out, rows, cols, c, (h, w))
+
+
+def heat_png(heat: np.ndarray) -> str:
+    """A (H, W) heat map in [0, 1] (Grad-CAM's) -> a jet-coloured PNG data URL of the same size."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"a heat map must be (H, W), got shape {heat.shape}")
+    return png_data_url(JET[(np.clip(heat, 0, 1) * 255).round().astype(np.uint8)])

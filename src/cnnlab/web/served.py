@@ -1,4 +1,8 @@
-"""The model the page talks to: predictions, response maps and misclassified test images from one run."""
+"""The model the page talks to: predictions, response maps, Grad-CAM and misclassified test images of one run.
+
+A run is what `cnnlab.backbones.zoo.load_run` says a run argument names: a run folder, a model file, or a
+pretrained classifier such as `imagenet`.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,18 +15,19 @@ from typing import Any
 import numpy as np
 
 from cnnlab import explain
+from cnnlab.backbones.zoo import ZooModel, load_run
 from cnnlab.datasets.image_files import to_model_input
-from cnnlab.models import Sequential, load_model
+from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
 from cnnlab.runs import predict as predictions
 from cnnlab.spec import compact
 from cnnlab.spec.layers import SpecError
 from cnnlab.spec.summary import summary_dict
-from cnnlab.web.encode import mosaic, png_data_url
+from cnnlab.web.encode import heat_png, mosaic, png_data_url
 from cnnlab.web.stores import DataStore, NotFound
 from cnnlab.web.uploads import decode_image
 
-KEEP_INPUTS = 64  # recent model inputs, so GET /api/explain/maps can name one by id
+KEEP_INPUTS = 64  # recent model inputs, so GET /api/explain/maps and /gradcam can name one by id
 
 
 class Served:
@@ -31,7 +36,7 @@ class Served:
     def __init__(self, path: str | Path, name: str):
         self.path = Path(path)
         self.name = name
-        self.model: Sequential = load_model(self.path)
+        self.model: Model | ZooModel = load_run(self.path)
         self.input_shape = self.model.spec.input_shape  # the spec is rebuilt on each access: read it once
         folder = self.path if self.path.is_dir() else None
         self.config: dict[str, Any] | None = run_folder.read_config(folder) if folder else None
@@ -92,19 +97,38 @@ class Served:
         return {**body, "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
 
     def maps(self, image_id: str) -> dict[str, Any]:
-        """Response maps of every spatial layer for an input predicted before, as viridis mosaics."""
+        """Response maps of every spatial layer (a backbone: of its stages) for an input predicted before,
+        as viridis mosaics of at most `encode.MAX_TILES` channels."""
         with self._lock:
-            x = self._inputs.get(image_id)
-            if x is None:
-                raise NotFound(f"no recent image {image_id!r}; POST it to /api/predict first")
-            maps = explain.feature_maps(self.model.module, x)
+            maps = explain.feature_maps(self.model.module, self._recent(image_id))
         rows = {r["name"]: r for r in summary_dict(self.model.spec)["layers"]}
+        stages = explain.backbone_stages(self.model.module)  # maps the summary has no row for
         layers = []
         for name, fmap in maps:
-            tiles, n_rows, n_cols = mosaic(fmap)
-            layers.append({"name": name, "type": rows[name]["type"], "output_shape": rows[name]["output_shape"],
-                           "rows": n_rows, "cols": n_cols, "image": png_data_url(tiles)})
+            row = rows.get(name) or {"type": stages[name], "output_shape": [None, *fmap.shape]}
+            tiles = mosaic(fmap)
+            layers.append({"name": name, "type": row["type"], "output_shape": row["output_shape"],
+                           "rows": tiles.rows, "cols": tiles.cols, "channels": tiles.channels, "tile": list(tiles.tile),
+                           "image": png_data_url(tiles.image)})
         return {"image_id": image_id, "layers": layers}
+
+    def grad_cam(self, image_id: str, class_index: int | None = None) -> dict[str, Any]:
+        """Grad-CAM of an input predicted before, for a class (default: the predicted one), as a jet PNG of its size."""
+        started = time.perf_counter()
+        with self._lock:
+            x = self._recent(image_id)
+            probs = predictions.class_probabilities(self.model.module, x[None])[0]
+            index = int(probs.argmax()) if class_index is None else class_index
+            heat = explain.grad_cam(self.model.module, x, index)  # a ValueError names a class out of range
+        return {"image_id": image_id, "class": self.model.class_names[index], "index": index,
+                "probability": float(probs[index]), "size": list(heat.shape), "heatmap": heat_png(heat),
+                "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
+
+    def _recent(self, image_id: str) -> np.ndarray:
+        x = self._inputs.get(image_id)
+        if x is None:
+            raise NotFound(f"no recent image {image_id!r}; POST it to /api/predict first")
+        return x
 
     def examples(self, data: DataStore, true: int, predicted: int, limit: int) -> dict[str, Any]:
         """Test images of class `true` that the model called `predicted` (the confusion matrix cell)."""
@@ -121,7 +145,8 @@ class Served:
     def _test_predictions(self, data: DataStore) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._test is None:
             if self.config is None:
-                raise NotFound("a bare model file does not say which dataset it was trained on")
+                raise NotFound(f"no test set for {self.name}: a bare model file or a pretrained model does not "
+                               "say which dataset it was tested on")
             dataset = data.for_run(self.path, self.model.preprocessing)
             # a run trained on a subset (the web's limit_test) was tested on the first n_test images
             n = (self.metrics or {}).get("n_test") or len(dataset.x_test)

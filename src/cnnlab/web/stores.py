@@ -7,6 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from cnnlab.backbones.zoo import describe_zoo, is_zoo_name
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.registry import describe_all, load_any
 from cnnlab.runs import model_file, run_folder
@@ -24,7 +25,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 class RunStore:
-    """Run folders under `root`, plus the one the server was started with wherever it is."""
+    """Run folders under `root`, plus the one the server was started with wherever it is (or `imagenet`)."""
 
     def __init__(self, root: str | Path, extra: str | Path | None = None):
         self.root = Path(root)
@@ -33,7 +34,8 @@ class RunStore:
     def list(self) -> list[dict[str, Any]]:
         rows = run_folder.list_runs(self.root)
         if self.extra is not None and not any(r["name"] == self.extra.name for r in rows):
-            rows.insert(0, run_folder.describe_run(self.extra) if self.extra.is_dir() else {"name": self.extra.name})
+            rows.insert(0, describe_zoo(str(self.extra)) if is_zoo_name(self.extra) else
+                        run_folder.describe_run(self.extra) if self.extra.is_dir() else {"name": self.extra.name})
         return rows
 
     def path(self, name: str) -> Path:

@@ -2,7 +2,7 @@
 import { api, refreshServed } from "./common.js";
 import { loadModel } from "./model.js";
 import { drawLive, follow, loadOptions, loadRuns } from "./train.js";
-import { redraw } from "./try.js";
+import { applyMode, redraw } from "./try.js";
 
 // --- tabs ----------------------------------------------------------------------------------------------
 const loaders = { model: () => loadModel(), runs: () => loadRuns(), train: () => loadOptions() };
@@ -17,5 +17,5 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
 // --- start -------------------------------------------------------------------------------------------
 redraw();
 drawLive();
-refreshServed();
+refreshServed().then(applyMode);
 api("/api/train").then((s) => { if (s.state === "running") { showView("train"); follow(); } }).catch(() => {});

@@ -1,11 +1,29 @@
-// Try the model: the drawing pad (mouse, pen, touch; undo; photos), debounced live predictions, response maps.
-import { $, api, el, pct, shapeText } from "./common.js";
+// Try the model: the drawing pad (mouse, pen, touch; undo; photos), debounced live predictions, response maps;
+// for a model of colour photos, photos only (upload or drop) and the Grad-CAM heat map over the photo.
+import { $, api, el, model, pct, shapeText } from "./common.js";
 
 // --- try the model: drawing pad ------------------------------------------------------------------
 const pad = $("#pad");
 const ink = pad.getContext("2d");
 let items = [];  // strokes {points} and photos {image, file}, in the order they were made; undo pops
 let stroke = null;
+let photoMode = false;  // the served model takes colour images: photos, not digits drawn on the pad
+
+// Called whenever the served model may have changed (common.js `model` is its GET /api/model).
+export function applyMode() {
+  const photo = Boolean(model) && model.input_shape[2] === 3;
+  if (photo === photoMode) return;
+  photoMode = photo;
+  $("#view-try").classList.toggle("photo", photo);
+  $("#try-title").textContent = photo ? "Your photo" : "Draw a digit";
+  $("#try-hint").textContent = photo ? "Drop a photo on the frame, or click it to upload one (JPEG, PNG, GIF, BMP, WebP)."
+                                     : "Mouse, pen or finger. The prediction updates as you draw.";
+  $(".drop-hint").textContent = photo ? "drop a photo here" : "draw here, or drop a photo";
+  $("#cam-card").hidden = !photo;
+  items = items.filter((item) => item.image || !photo);  // strokes mean nothing to a photo model
+  redraw();
+  resetPrediction();
+}
 
 export function redraw() {
   ink.fillStyle = "#fff";
@@ -44,6 +62,7 @@ function padPoint(event) {
 }
 
 pad.addEventListener("pointerdown", (event) => {
+  if (photoMode) { $("#upload").click(); return; }  // no drawing for a photo model: a click picks a photo
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
   stroke = { points: [padPoint(event)] };
@@ -121,10 +140,13 @@ async function sendPredict() {
     const started = performance.now();
     const result = await api("/api/predict?top_k=10&echo=1", { method: "POST", body: form });
     if (mine !== generation) return;
-    const maps = await api("/api/explain/maps?image=" + encodeURIComponent(result.image_id));
+    const id = encodeURIComponent(result.image_id);
+    const [maps, cam] = await Promise.all([api("/api/explain/maps?image=" + id),
+                                           photoMode ? api("/api/explain/gradcam?image=" + id) : null]);
     if (mine !== generation) return;
     showPrediction(result, performance.now() - started);
     showMaps(maps.layers);
+    if (cam) showCam(result, cam);
     $("#predict-error").textContent = "";
   } catch (err) {
     if (mine === generation) $("#predict-error").textContent = err.message;
@@ -137,6 +159,7 @@ async function sendPredict() {
 
 // After the served model changed: clear the old answer, and ask the new model about the pad's image.
 export function predictAgain() {
+  applyMode();
   resetPrediction();
   if (items.length) schedulePredict();
 }
@@ -148,6 +171,9 @@ function resetPrediction() {
   $("#bars").replaceChildren();
   $("#maps").replaceChildren();
   $("#input-image").removeAttribute("src");
+  $("#cam-photo").removeAttribute("src");
+  $("#cam-heat").removeAttribute("src");
+  $("#cam-caption").textContent = "";
   $("#predict-error").textContent = "";
   $("#latency").textContent = "";
 }
@@ -166,6 +192,15 @@ function showPrediction(result, ms) {
   $("#latency").textContent = `server ${result.milliseconds.toFixed(1)} ms · round trip with maps ${ms.toFixed(0)} ms`;
 }
 
+function showCam(result, cam) {
+  $("#cam-photo").src = result.input;
+  $("#cam-heat").src = cam.heatmap;
+  $("#cam-heat").dataset.class = cam.class;
+  $("#cam-caption").textContent = `where the model found “${cam.class}” (${pct(cam.probability)}); ` +
+    `Grad-CAM took ${cam.milliseconds.toFixed(0)} ms`;
+}
+$("#cam-alpha").addEventListener("input", (event) => ($("#cam-heat").style.opacity = event.target.value / 100));
+
 function showMaps(layers) {
   $("#maps").replaceChildren(...layers.map((layer) => {
     const img = el("img", { src: layer.image, alt: `response maps of ${layer.name}`, class: "pixelated" });
@@ -174,10 +209,11 @@ function showMaps(layers) {
       const k = Math.max(1, Math.min(8, Math.floor(440 / img.naturalWidth)));
       img.style.width = img.naturalWidth * k + "px";
     });
-    const title = `${layer.name} (${layer.type}) ${shapeText(layer.output_shape)}`;
+    const shown = layer.channels < layer.output_shape[3] ? ` · first ${layer.channels} channels` : "";
+    const title = `${layer.name} (${layer.type}) ${shapeText(layer.output_shape)}${shown}`;
     return el("figure", { class: "map", tabindex: "0", onclick: () => zoom(title, layer.image),
                           onkeydown: (e) => { if (e.key === "Enter") zoom(title, layer.image); } },
-      img, el("figcaption", {}, el("b", { text: layer.name }), ` ${layer.type} ${shapeText(layer.output_shape)}`));
+      img, el("figcaption", {}, el("b", { text: layer.name }), ` ${layer.type} ${shapeText(layer.output_shape)}${shown}`));
   }));
 }
 
