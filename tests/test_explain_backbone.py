@@ -133,3 +133,11 @@ def test_cli_explains_the_pretrained_classifier_by_name(tmp_path, capsys, monkey
     cats = ["".join(c if c.isalnum() or c in "-_" else "-" for c in class_names()[i]) for i in range(281, 286)]
     assert any(wrote == f"figs/grad_cam_chelsea_pred-{name[:40]}.png" for name in cats), wrote
     assert Image.open(wrote).size[0] >= 1200  # image, heat map, overlay, saliency
+
+
+def test_a_dataset_index_on_the_pretrained_classifier_says_to_give_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "imagenet", "--maps", "all", "--image", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error: --image 3 (a dataset index) needs the dataset of a run folder")
+    assert err.endswith("give --image an image file instead") and "\n" not in err

@@ -8,6 +8,7 @@ import numpy as np
 
 from cnnlab import explain
 from cnnlab.backbones.zoo import ZooModel, load_run
+from cnnlab.datasets.dataset import Dataset
 from cnnlab.explain import plots
 from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.grad_cam:
             wrote.append(_grad_cam(module, saved, image, args.class_, out, tag, truth))
     if args.top_losses:
-        data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+        data = _dataset(args, saved, "--top-losses")
         evaluation = run_folder.evaluate(module, saved.spec, data.x_test, data.y_test, saved.class_names)
         top = explain.top_losses(evaluation.probs, data.y_test, args.top_losses)
         wrote.append(plots.save_png(plots.top_losses_grid(data.x_test, top, saved.class_names), out / "top_losses.png"))
@@ -81,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace, saved: Loaded, what: str) -> Dataset:
+    if isinstance(saved, ZooModel) or run_folder.folder_of(args.run) is None:  # no dataset recorded
+        raise ValueError(f"{what} needs the dataset of a run folder, and {args.run} is not one; "
+                         "give --image an image file instead")
+    return run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+
+
 def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
@@ -88,7 +96,7 @@ def _run_dir(run: str) -> Path:
 def _image(args: argparse.Namespace, saved: Loaded) -> tuple[np.ndarray, str, str, str | None]:
     """(image, label text for titles, tag for file names, true class name or None for a file)."""
     if args.image.isdigit():
-        data = run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+        data = _dataset(args, saved, f"--image {args.image} (a dataset index)")
         x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
         i = int(args.image)
         if i >= len(x):
