@@ -126,11 +126,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     """
     device = _prepare_device(config.device)
     seed_everything(config.seed)
-    x, y, validation_data = hold_out(x, y, config.validation_split, validation_data)
-    check_trainable(config, validation_data is not None)
-    xs, ys = batches(x, device), targets_tensor(y, device)
-    check_finite(xs if isinstance(xs, torch.Tensor) else torch.zeros(0, dtype=torch.uint8), ys)  # HostBatches checks its own
-    val = (eval_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
+    xs, ys, val = _data_on_device(x, y, validation_data, config, device)
     place(module, device)
     if config.deterministic:
         from cnnlab.train.reproducible import deterministic_mode
@@ -169,12 +165,8 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
                 break
         if dist:
             sums.seen = dist.reduce_epoch(module, sums.loss_sum, sums.correct, sums.seen)
-        logs = sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint)
-        if val is not None:
-            val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size,
-                                                 binary=config.loss == "binary")
-            logs.update(val_loss=val_loss, val_accuracy=val_acc)
-        logs.update(lr=step.last_lr, seconds=time.perf_counter() - start)
+        logs = {**sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint), **_validation_logs(module, val, config),
+                "lr": step.last_lr, "seconds": time.perf_counter() - start}
         history.append(epoch + 1, logs)
         if on_epoch:
             on_epoch(epoch, logs)
@@ -189,6 +181,24 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     stopper.finish(module)
     module.eval()
     return history
+
+
+def _data_on_device(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, validation_data: tuple[Any, Any] | None,
+                    config: TrainConfig, device: torch.device) -> tuple[Any, torch.Tensor, tuple[Any, torch.Tensor] | None]:
+    """(training images, labels, validation pair or None) on the device, after Keras's hold-out and the input checks."""
+    x, y, validation_data = hold_out(x, y, config.validation_split, validation_data)
+    check_trainable(config, validation_data is not None)
+    xs, ys = batches(x, device), targets_tensor(y, device)
+    check_finite(xs if isinstance(xs, torch.Tensor) else torch.zeros(0, dtype=torch.uint8), ys)  # HostBatches checks its own
+    val = (eval_images(validation_data[0], device), targets_tensor(validation_data[1], device)) if validation_data else None
+    return xs, ys, val
+
+
+def _validation_logs(module: nn.Module, val: tuple[Any, torch.Tensor] | None, config: TrainConfig) -> dict[str, float]:
+    if val is None:
+        return {}
+    val_loss, val_acc = evaluate_tensors(module, *val, batch_size=config.eval_batch_size, binary=config.loss == "binary")
+    return {"val_loss": val_loss, "val_accuracy": val_acc}
 
 
 def _loop_state(epoch: int, step: int, sums: _EpochSums, stopper: EarlyStopping, finished: bool = False
