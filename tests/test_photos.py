@@ -56,6 +56,9 @@ def test_summary_counts_match_the_built_network(trainable, include_top):
 def test_spec_json_round_trip_odd_sizes_and_grey_input_refused():
     spec = _photo_spec(False, size=100)
     assert L.ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    tuned = _photo_spec(True, size=100)  # frozen by default, so a fine-tuned backbone must say it is trainable
+    assert tuned.to_dict()["layers"][0]["trainable"] is True
+    assert L.ModelSpec.from_dict(json.loads(json.dumps(tuned.to_dict()))) == tuned
     assert spec.shapes()[0] == (4, 4, 1280)  # ceil(100 / 32)
     with torch.no_grad():
         out = build(L.ModelSpec((L.EfficientNetLite0(),), (100, 100, 3)))(torch.rand(1, 3, 100, 100))

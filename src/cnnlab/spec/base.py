@@ -34,7 +34,10 @@ class Layer:
         out: dict[str, Any] = {"type": self.type}
         for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):  # name, input_shape last
             value = getattr(self, f.name)
-            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value):
+            # trainable is written when it differs from True, and always where the layer is frozen unless asked
+            # (a pretrained backbone), so a fine-tuned one does not reload as frozen
+            if (f.name in ("name", "input_shape") and value is None) or (f.name == "trainable" and value
+                                                                         and f.default is True):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
