@@ -21,7 +21,7 @@ from cnnlab.runs.export import export
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import build, new_module
 from cnnlab.spec.summary import summary_dict
-from cnnlab.train.transfer import is_photo_folder
+from cnnlab.train.transfer import fit_head, is_photo_folder
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -167,3 +167,17 @@ def test_application_gives_the_feature_map_and_plugs_into_sequential():
     assert summary["trainable_params"] == 1280 * 2 + 2 and summary["non_trainable_params"] > 3_000_000
     base.trainable = True  # Keras's switch unfreezes it, and the summary says so
     assert summary_dict(model.spec)["trainable_params"] > 3_000_000
+
+
+def test_head_weights_stay_bounded_on_features_nearly_constant_in_training():
+    """A feature that fired (a little) on one training photo only must not get a weight of 1 / its tiny spread."""
+    gen = torch.Generator().manual_seed(0)
+    f_train = torch.randn(40, 8, generator=gen).abs()
+    y = (f_train[:, 0] > f_train[:, 0].median()).long().numpy()
+    f_train[:, 7] = 0
+    f_train[0, 7] = 1e-4  # spread ~1.6e-5
+    weight, bias, _ = fit_head(f_train[:32], y[:32], f_train[32:], y[32:], 2)
+    assert weight[:, 7].abs().max() < 50  # ~1e4 when the spread itself standardised the feature
+    new = f_train[32:].clone()
+    new[:, 7] = 0.05  # the feature fires a little on new photos: the decisions must not flip
+    torch.testing.assert_close((new @ weight.T + bias).argmax(1), (f_train[32:] @ weight.T + bias).argmax(1))
