@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import photo_support
 import pytest
 import torch
 from PIL import Image
@@ -92,33 +93,11 @@ def test_model_file_round_trip_and_onnx_export_match(tmp_path):
     np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=0)
 
 
-def _crops(photo: np.ndarray, n: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Random crops (half to all of each side), flips and sizes of one real photo."""
-    h, w = photo.shape[:2]
-    out = []
-    for _ in range(n):
-        s = rng.uniform(0.5, 1.0)
-        ch, cw = int(h * s), int(w * s)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        img = Image.fromarray(photo[y:y + ch, x:x + cw])
-        if rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        side = int(rng.integers(100, 200))
-        out.append(img.resize((side, max(65, int(side * ch / cw)))))
-    return out
-
-
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
     """train/ (16 a class) and test/ (8 a class): crops of chelsea the cat and of a cup of coffee."""
     root = tmp_path_factory.mktemp("photos") / "pets_and_coffee"
-    rng = np.random.default_rng(0)
-    for name, photo in (("cat", skimage_data.chelsea()), ("coffee", skimage_data.coffee())):
-        for split, n in (("train", 16), ("test", 8)):
-            (root / split / name).mkdir(parents=True)
-            for i, img in enumerate(_crops(photo, n, rng)):
-                img.save(root / split / name / f"{i}.jpg", quality=90)
-    return root
+    return photo_support.photo_folder(root, {"cat": skimage_data.chelsea(), "coffee": skimage_data.coffee()})
 
 
 def test_photo_folder_trains_through_the_default_path(photo_folder, tmp_path, capsys, monkeypatch):
