@@ -37,6 +37,15 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def close_ups(tmp_path_factory):
+    """The same photos as small crops (4-10% of the side): fur, cup, table, some of them alike, so the head alone
+    leaves a validation loss the second stage can work on."""
+    root = tmp_path_factory.mktemp("ft") / "close_ups"
+    return photo_support.photo_folder(root, {"cat": skimage_data.chelsea(), "coffee": skimage_data.coffee()},
+                                      keep=(0.04, 0.1))
+
+
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One cache folder for the module: the photos' features are computed once, read back by the later runs."""
     with pytest.MonkeyPatch.context() as mp:
@@ -173,8 +182,9 @@ def _same_run(a, b):
     """Same spec, weights and test metrics."""
     first, second = model_file.read_model(a), model_file.read_model(b)
     assert first.spec == second.spec
+    weights = second.module().state_dict()
     for key, value in first.module().state_dict().items():
-        torch.testing.assert_close(second.module().state_dict()[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=0)
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (a, b)]
     assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"] and metrics[0]["test_loss"] == metrics[1]["test_loss"]
 
@@ -192,15 +202,30 @@ def test_fine_tune_that_makes_validation_worse_is_undone(photos, tmp_path, cache
     _same_run(head, tuned)
 
 
-def test_cli_fine_tune_end_to_end(photos, tmp_path, cache, capsys):
-    """The head alone reaches a validation loss of ~0 on these easy photos: nothing can beat it, so it stays."""
+def test_cli_fine_tune_is_skipped_when_the_head_leaves_nothing_to_gain(photos, tmp_path, cache, capsys):
+    """The head alone reaches a validation loss of ~0 on these easy photos: no epoch could be kept, so none runs."""
     assert cli.main(["train", "--data", str(photos), "--out", str(tmp_path / "head")]) == 0
     capsys.readouterr()
-    assert cli.main(["train", "--data", str(photos), "--fine-tune", "--epochs", "1", "--out", str(tmp_path / "tuned")]) == 0
+    assert cli.main(["train", "--data", str(photos), "--fine-tune", "--out", str(tmp_path / "tuned")]) == 0
     printed = capsys.readouterr().out
-    assert "then its top stages fine-tuned (--fine-tune)" in printed and "features: read from the cache" in printed
-    assert "fine-tune: stages 6-7 (5 MBConv blocks) + head conv" in printed
+    assert "fine-tune: skipped, the head alone already has val loss 0.0000" in printed and "epoch 1/" not in printed
+    _same_run(tmp_path / "head", tmp_path / "tuned")
+
+
+def test_cli_fine_tune_end_to_end(close_ups, tmp_path, cache, capsys):
+    assert cli.main(["train", "--data", str(close_ups), "--fine-tune", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "then its top stages fine-tuned (--fine-tune)" in printed
+    assert "fine-tune: stages 6-7 (5 MBConv blocks) + head conv, 2,644,384 weights" in printed
     assert "Adam lr 0.0001 backbone, 0.001 head, cosine; 1 epoch of batch 32" in printed
     assert "fine-tune epoch 1/1: loss" in printed and "val_loss" in printed
-    assert "kept the head alone, backbone unchanged" in printed and "test accuracy 1.0000" in printed
-    _same_run(tmp_path / "head", tmp_path / "tuned")
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["transfer"]["fine_tune"]
+    assert record["val_loss_after"] <= record["val_loss_before"]  # never worse than the head alone
+    assert ("kept epoch 1 of 1" in printed) == record["improved"] != ("kept the head alone" in printed)
+    model = model_file.read_model(tmp_path / "run")
+    assert model.spec.layers[0].trainable == record["improved"]
+    info, module = summary_dict(model.spec), model.module()
+    assert info["trainable_params"] == sum(p.numel() for p in module.parameters() if p.requires_grad)
+    cat = str(next((close_ups / "test" / "cat").iterdir()))
+    assert cli.main(["predict", str(tmp_path / "run"), cat, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["class"] in ("cat", "coffee")

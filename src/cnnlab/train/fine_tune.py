@@ -28,6 +28,7 @@ from cnnlab.train.fit import loss_and_accuracy
 
 MIN_EPOCHS, MAX_EPOCHS = 2, 10
 IMAGES_SEEN = 2000  # augmented images in all for a small folder: ~60 steps of 32, enough at lr 1e-4 to move the top
+MIN_GAIN = 1e-4  # an epoch is kept when it lowers the validation loss by more than this (not by float noise)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,10 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
     opt = torch.optim.Adam([{"params": weights, "lr": options.lr}, {"params": list(dense.parameters()), "lr": options.head_lr}])
     # cosine to 0: big enough early to move, small at the end so the kept epoch is a settled one
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # the order and the crops
+    # stochastic depth draws from torch's global generator, which building the fast copy may or may not have used
+    # (its one-off fusion probe): seed it here so a run repeats whether the features came from the cache or not
+    torch.manual_seed(seed)
     before = _evaluate(net, split, dense, val_batches, val)
     best, kept, snapshot = before, 0, [p.detach().clone() for p in trained]
     head_only = snapshot
@@ -132,6 +136,12 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
     unfrozen = (f"stage{'s' * (split + 1 < n)} {split + 1}{f'-{n}' * (split + 1 < n)} "
                 f"({sum(len(s) for s in net.stages[split:])} MBConv blocks) + head conv, "
                 f"{sum(p.numel() for p in weights):,} weights")
+    if before[0] < MIN_GAIN:  # no epoch could be kept: a loss is never below 0
+        net.requires_grad_(False)
+        say(f"fine-tune: skipped, the head alone already has val loss {before[0]:.4f} (accuracy {before[1]:.4f}) on "
+            f"{where}, which no epoch can lower by {MIN_GAIN:g}; kept the head alone, backbone unchanged")
+        return FineTuneResult(False, before, before, 0, 0, unfrozen, sum(p.numel() for p in weights),
+                              time.perf_counter() - started, history)
     say(f"fine-tune: {unfrozen} (BatchNorm frozen: ImageNet statistics); Adam lr {options.lr:g} backbone, "
         f"{options.head_lr:g} head, cosine; {epochs} epoch{'s' * (epochs != 1)} of batch {options.batch_size}, "
         f"random resized crops "
@@ -142,7 +152,7 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
         val_loss, val_acc = _evaluate(net, split, dense, val_batches, val)
         for key, value in (("loss", loss), ("accuracy", acc), ("val_loss", val_loss), ("val_accuracy", val_acc)):
             history[key].append(value)
-        better = val_loss < best[0] - 1e-4
+        better = val_loss < best[0] - MIN_GAIN
         if better:
             best, kept, snapshot = (val_loss, val_acc), epoch, [p.detach().clone() for p in trained]
         say(f"fine-tune epoch {epoch}/{epochs}: loss {loss:.4f} accuracy {acc:.4f}  val_loss {val_loss:.4f} "
