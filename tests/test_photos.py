@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import photo_support
 import pytest
 import torch
 from PIL import Image
@@ -26,7 +27,7 @@ from cnnlab.spec import compact
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import build, new_module
 from cnnlab.spec.summary import summary_dict
-from cnnlab.train.transfer import is_photo_folder
+from cnnlab.train.transfer import fit_head, is_photo_folder
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -108,6 +109,9 @@ def test_backbone_json_round_trips_frozen_and_trainable(kind):
 def test_spec_json_round_trip_odd_sizes_and_grey_input_refused():
     spec = _photo_spec(False, size=100)
     assert L.ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    tuned = _photo_spec(True, size=100)  # frozen by default, so a fine-tuned backbone must say it is trainable
+    assert tuned.to_dict()["layers"][0]["trainable"] is True
+    assert L.ModelSpec.from_dict(json.loads(json.dumps(tuned.to_dict()))) == tuned
     assert spec.shapes()[0] == (4, 4, 1280)  # ceil(100 / 32)
     with torch.no_grad():
         out = build(L.ModelSpec((L.EfficientNetLite0(),), (100, 100, 3)))(torch.rand(1, 3, 100, 100))
@@ -146,33 +150,11 @@ def test_model_file_round_trip_and_onnx_export_match(kind, tmp_path, monkeypatch
     np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=0)
 
 
-def _crops(photo: np.ndarray, n: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Random crops (half to all of each side), flips and sizes of one real photo."""
-    h, w = photo.shape[:2]
-    out = []
-    for _ in range(n):
-        s = rng.uniform(0.5, 1.0)
-        ch, cw = int(h * s), int(w * s)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        img = Image.fromarray(photo[y:y + ch, x:x + cw])
-        if rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        side = int(rng.integers(100, 200))
-        out.append(img.resize((side, max(65, int(side * ch / cw)))))
-    return out
-
-
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
     """train/ (16 a class) and test/ (8 a class): crops of chelsea the cat and of a cup of coffee."""
     root = tmp_path_factory.mktemp("photos") / "pets_and_coffee"
-    rng = np.random.default_rng(0)
-    for name, photo in (("cat", skimage_data.chelsea()), ("coffee", skimage_data.coffee())):
-        for split, n in (("train", 16), ("test", 8)):
-            (root / split / name).mkdir(parents=True)
-            for i, img in enumerate(_crops(photo, n, rng)):
-                img.save(root / split / name / f"{i}.jpg", quality=90)
-    return root
+    return photo_support.photo_folder(root, {"cat": skimage_data.chelsea(), "coffee": skimage_data.coffee()})
 
 
 def test_photo_folder_trains_through_the_default_path(photo_folder, tmp_path, capsys, monkeypatch):
@@ -249,3 +231,17 @@ def test_application_gives_the_feature_map_and_plugs_into_sequential(make, kind,
     assert make(trainable=True).trainable and layers.LAYER_CLASSES[kind](trainable=True).spec.trainable
     top = make(include_top=True, input_shape=(100, 120, 3))
     assert top.spec.activation == "softmax" and top.spec.output_shape((100, 120, 3)) == (1000,)
+
+
+def test_head_weights_stay_bounded_on_features_nearly_constant_in_training():
+    """A feature that fired (a little) on one training photo only must not get a weight of 1 / its tiny spread."""
+    gen = torch.Generator().manual_seed(0)
+    f_train = torch.randn(40, 8, generator=gen).abs()
+    y = (f_train[:, 0] > f_train[:, 0].median()).long().numpy()
+    f_train[:, 7] = 0
+    f_train[0, 7] = 1e-4  # spread ~1.6e-5
+    weight, bias, _ = fit_head(f_train[:32], y[:32], f_train[32:], y[32:], 2)
+    assert weight[:, 7].abs().max() < 50  # ~1e4 when the spread itself standardised the feature
+    new = f_train[32:].clone()
+    new[:, 7] = 0.05  # the feature fires a little on new photos: the decisions must not flip
+    torch.testing.assert_close((new @ weight.T + bias).argmax(1), (f_train[32:] @ weight.T + bias).argmax(1))

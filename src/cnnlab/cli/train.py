@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.train.config import MONITORS, PRECISIONS, TrainConfig, recipe_config
 from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES, DataPolicy
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+
+if TYPE_CHECKING:
+    from cnnlab.train.fine_tune import FineTuneOptions
+    from cnnlab.train.transfer import TransferRequest
 
 # Settings a resumed run may change: how it runs, not what it trains.
 RESUME_MAY_SET = {"resume", "quiet", "nproc", "checkpoint_every", "device"}
 # Augmentation flags -> AugmentOptions fields
 AUGMENT_FLAGS = {"shift": "shift", "rotation": "rotation", "zoom": "zoom", "flip": "horizontal_flip",
                  "brightness": "brightness", "contrast": "contrast"}
+# train_choices keys whose flag is not --key-with-dashes
+FLAG_NAMES = {"early_stopping_patience": "--early-stopping"}
+# With --fine-tune these flags set the second stage (FineTuneOptions fields) instead of choosing a from-scratch recipe
+FINE_TUNE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr"}
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -61,6 +69,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
                    help="train a softmax head on a frozen ImageNet EfficientNet-Lite0 (default: for colour photos, "
                         "median short side over 64 px, when no --model or training flags are given)")
+    g.add_argument("--fine-tune", action="store_true",
+                   help="after the head, also train the backbone's top stages on augmented photos for a few epochs "
+                        "(CPU: several times the head's time); kept only when it lowers the validation loss. "
+                        "--epochs, --batch-size and --lr (the backbone's) then set this stage")
     g.add_argument("--class-weight", choices=CLASS_WEIGHT_MODES, default="auto",
                    help="weight the loss per class: auto (default) does it when the largest class has more than "
                         "1.5x the images of the smallest; balanced always; none never")
@@ -131,32 +143,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _try_transfer(args: argparse.Namespace, say: Any) -> int | None:
-    """Train a photo folder on the pretrained backbone when that is the default or asked for; None: train from scratch."""
+    """Train a photo folder on the pretrained backbone when the rule says so; None: train from scratch."""
     from cnnlab.runs import run_folder
-    from cnnlab.train.transfer import is_photo_folder, train_photos
+    from cnnlab.train.transfer import train_photos, transfer_decision
 
-    if args.transfer is False or not Path(args.data).is_dir() or args.nproc:
+    request = transfer_request(args)
+    decision = transfer_decision(request)
+    if decision.reason:
+        say(decision.reason)
+    if not decision.use:
         return None
-    flags = [k for k, v in train_choices(args).items() if v is not None and k != "device"]
-    if args.transfer is None:
-        if args.model != "seed" or args.image_size or args.color == "grayscale" or args.subset or flags:
-            return None  # the user chose a model or a recipe: the from-scratch path
-        photos, why = is_photo_folder(args.data)
-        if not photos:
-            say(f"model: the seed CNN from scratch ({why}; --transfer uses the pretrained backbone)")
-            return None
-        say(f"model: pretrained EfficientNet-Lite0 (ImageNet) + a new softmax head ({why}; --no-transfer trains "
-            "the seed CNN from scratch)")
     out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet_lite0")
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
-    result = train_photos(args.data, out, seed=args.seed, color=args.color, say=say)
+    result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=fine_tune_options(args),
+                          say=say)
     if result is None:
-        say("the images are all gray: training the seed CNN from scratch instead")
+        say(transfer_decision(request, gray=True).reason)
         return None
     folder, _, evaluation = result
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  run saved to {folder}")
     return 0
+
+
+def transfer_request(args: argparse.Namespace) -> TransferRequest:
+    """The flags as the photos-or-scratch rule sees them: which ones choose a from-scratch model or recipe."""
+    from cnnlab.train.transfer import TransferRequest
+
+    tuned = FINE_TUNE_FLAGS if args.fine_tune else {}
+    chosen = [FLAG_NAMES.get(k, "--" + k.replace("_", "-")) for k, v in train_choices(args).items()
+              if v is not None and k != "device" and k not in tuned]
+    chosen += [flag for flag, given in (
+        ("--model", args.model != "seed"), ("--image-size", args.image_size is not None),
+        ("--color grayscale", args.color == "grayscale"), ("--subset", args.subset is not None),
+        ("--nproc", bool(args.nproc)), ("--augment", args.augment is not None),
+        ("--class-weight", args.class_weight != "auto"), ("--checkpoint-every", args.checkpoint_every is not None),
+        *(("--" + flag, getattr(args, flag) is not None) for flag in AUGMENT_FLAGS)) if given]
+    return TransferRequest(args.data, args.transfer, args.fine_tune, tuple(chosen))
+
+
+def fine_tune_options(args: argparse.Namespace) -> FineTuneOptions | None:
+    """FineTuneOptions from --epochs, --batch-size, --lr under --fine-tune; None without --fine-tune."""
+    from cnnlab.train.fine_tune import FineTuneOptions
+
+    if not args.fine_tune:
+        return None
+    return FineTuneOptions(**{field: getattr(args, flag) for flag, field in FINE_TUNE_FLAGS.items()
+                              if getattr(args, flag) is not None})
 
 
 def folder_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -108,3 +108,32 @@ def augment_batch(x: torch.Tensor, options: AugmentOptions, generator: torch.Gen
     if x.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
+
+
+def random_resized_crop(x: torch.Tensor, min_area: float = 0.35, ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of the float batch x (N, C, H, W): a random crop resized back to (H, W), mirrored half the time.
+
+    The crop covers a uniform fraction in [min_area, 1] of the image's area with a log-uniform aspect ratio
+    (width / height) in `ratio`, clamped to fit, anywhere inside the frame: torchvision's RandomResizedCrop and
+    RandomHorizontalFlip as one bilinear `grid_sample` for the whole batch. Random numbers come from `generator`.
+    """
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"random_resized_crop takes a float (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+    if not 0 < min_area <= 1:
+        raise ValueError(f"random_resized_crop min_area must be a fraction in (0, 1], got {min_area!r}")
+    n, c, h, w = x.shape
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand((n, 5), generator=generator, device=device).to(x.device)
+    area = min_area + (1 - min_area) * u[:, 0]
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    # crop sides as fractions of the image's: width * height = area, (width * w) / (height * h) = aspect
+    cw = torch.sqrt(area * aspect * h / w).clamp(max=1.0)
+    ch = torch.sqrt(area / aspect * w / h).clamp(max=1.0)
+    cx, cy = (1 - cw) * (2 * u[:, 2] - 1), (1 - ch) * (2 * u[:, 3] - 1)  # centre, in grid_sample's [-1, 1] units
+    mirror = 1.0 - 2.0 * (u[:, 4] < 0.5).to(x.dtype) if flip else torch.ones(n, dtype=x.dtype, device=x.device)
+    zero = torch.zeros_like(cw)
+    theta = torch.stack([torch.stack([cw * mirror, zero, cx], 1), torch.stack([zero, ch, cy], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)  # (N, H, W, 2): output pixel -> input point
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

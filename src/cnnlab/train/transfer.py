@@ -1,9 +1,9 @@
 """Transfer learning on photo folders: a frozen ImageNet backbone, its features computed once, a softmax head fitted on them.
 
 The trained run is one ordinary model file, spec `[EfficientNetLite0(trainable=False), GlobalAveragePooling2D,
-Dense(K, softmax)]`, so evaluate/predict/explain/export/serve treat it like any other run. Images are read by the
+Dense(K, softmax)]` (`trainable=True` after a fine-tune that paid, see cnnlab.train.fine_tune), so evaluate/predict/explain/export/serve treat it like any other run. Images are read by the
 folder loader stretched to 224x224 (the backbone's training size; the same resize `predict` applies to a run's
-inputs, so training and prediction see photos alike).
+inputs, so training and prediction see photos alike). `transfer_decision` is the rule that sends a `train` here.
 """
 from __future__ import annotations
 
@@ -30,11 +30,13 @@ from cnnlab.runs import run_folder
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.fine_tune import FineTuneOptions, Photos, fine_tune
 from cnnlab.train.fit import History, loss_and_accuracy
 
 PHOTO_MIN_SIDE = 64  # median short side above this: photos (digits, icons and CIFAR-like thumbnails are 28-64 px)
 SIZE = (224, 224)  # EfficientNet-Lite0's training resolution
 FEATURES_VERSION = 1
+STD_FLOOR = 0.1  # of the median feature spread, when the head standardises its features (see `fit_head`)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,61 @@ def is_photo_folder(path: str | os.PathLike, sample: int = 200) -> tuple[bool, s
     return False, f"small images: median short side {median:g} px <= {PHOTO_MIN_SIDE}"
 
 
+@dataclass(frozen=True)
+class TransferRequest:
+    """What a `train` asked for, as far as the photos-or-scratch rule cares; front ends fill it from their options.
+
+    transfer: True forces the pretrained backbone, False refuses it, None lets the rule decide. fine_tune: also
+    train the top of the backbone (implies transfer). chosen: the user's settings that pick a from-scratch model
+    or recipe, named as the user gave them (("--model", "--epochs")): they keep the from-scratch path, and
+    contradict a forced transfer.
+    """
+    data: str
+    transfer: bool | None = None
+    fine_tune: bool = False
+    chosen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransferDecision:
+    use: bool  # train on the pretrained backbone (`train_photos`)
+    reason: str  # the line to print; "" when there is nothing to say (not an image folder)
+
+
+def transfer_decision(request: TransferRequest, gray: bool = False) -> TransferDecision:
+    """Whether a `train` uses the pretrained backbone, and why. The default: a folder of photos (median short
+    side over PHOTO_MIN_SIDE) with no model or recipe chosen. `gray`: the folder turned out all gray once
+    decoded (`train_photos` returned None), which falls back to the seed CNN. ValueError on contradictions."""
+    flag = "--fine-tune" if request.fine_tune else "--transfer"
+    forced = request.fine_tune or request.transfer is True
+    if request.fine_tune and request.transfer is False:
+        raise ValueError("--fine-tune trains the pretrained backbone, so it cannot go with --no-transfer")
+    if not Path(request.data).is_dir():
+        if forced:
+            raise ValueError(f"{flag} trains on a folder of photos; {request.data!r} is not a folder")
+        return TransferDecision(False, "")
+    if request.transfer is False:
+        return TransferDecision(False, "model: trained from scratch (--no-transfer)")
+    if request.chosen:
+        chosen = ", ".join(request.chosen)
+        if forced:
+            raise ValueError(f"{flag} trains the pretrained EfficientNet-Lite0 with its own recipe, which {chosen} "
+                             "would change; drop them, or add --no-transfer to train from scratch")
+        return TransferDecision(False, f"model: trained from scratch as chosen ({chosen}; --transfer uses the "
+                                       "pretrained backbone)")
+    if gray:
+        return TransferDecision(False, "the images are all gray: training the seed CNN from scratch instead"
+                                + (" (--color rgb gives the pretrained backbone three equal channels)" if forced else ""))
+    what = "pretrained EfficientNet-Lite0 (ImageNet) + a new softmax head" + (
+        ", then its top stages fine-tuned" if request.fine_tune else "")
+    if forced:
+        return TransferDecision(True, f"model: {what} ({flag})")
+    photos, why = is_photo_folder(request.data)
+    if not photos:
+        return TransferDecision(False, f"model: the seed CNN from scratch ({why}; --transfer uses the pretrained backbone)")
+    return TransferDecision(True, f"model: {what} ({why}; --no-transfer trains the seed CNN from scratch)")
+
+
 def _short_side(path: Path) -> int | None:
     try:
         with Image.open(path) as img:
@@ -72,8 +129,9 @@ def _short_side(path: Path) -> int | None:
         return None
 
 
-def photo_spec(n_classes: int) -> L.ModelSpec:
-    return L.ModelSpec((L.EfficientNetLite0(weights="imagenet", include_top=False, trainable=False),
+def photo_spec(n_classes: int, trainable: bool = False) -> L.ModelSpec:
+    """The transfer model; `trainable` records a fine-tuned backbone (its weights then count as trainable)."""
+    return L.ModelSpec((L.EfficientNetLite0(weights="imagenet", include_top=False, trainable=trainable),
                         L.GlobalAveragePooling2D(), L.Dense(n_classes, activation="softmax")), (*SIZE, 3))
 
 
@@ -125,7 +183,11 @@ def fit_head(f_train: torch.Tensor, y_train: np.ndarray, f_val: torch.Tensor, y_
     Trains on standardised features and folds the standardisation back, so the layer works on the raw ones.
     """
     torch.manual_seed(seed)
-    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+    mean, std = f_train.mean(0), f_train.std(0)
+    # A floor at STD_FLOOR x the median spread: a feature nearly constant on the training photos (a ReLU6 channel that
+    # fires on one of them) would get a raw weight of w / std ~ 1e5 and swing the logits on any new photo where it
+    # fires a little (a 32-photo folder: test loss 2.15 and one error with 1e-6 as the floor, 0.00 and none with it).
+    std = std.clamp_min(max(STD_FLOOR * float(std.median()), 1e-6))
     z_train, z_val = (f_train - mean) / std, (f_val - mean) / std
     t_train, t_val = torch.as_tensor(y_train, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.long)
     w = torch.zeros((n_classes, f_train.shape[1]), requires_grad=True)
@@ -161,9 +223,14 @@ def fit_head(f_train: torch.Tensor, y_train: np.ndarray, f_val: torch.Tensor, y_
 
 
 def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, color: str = "auto",
-                 options: HeadOptions = HeadOptions(), cache: bool = True, say: Callable[[str], None] = print,
+                 options: HeadOptions = HeadOptions(), fine_tune_options: FineTuneOptions | None = None,
+                 cache: bool = True, say: Callable[[str], None] = print,
                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
-    """Train the photo classifier of folder `path` into run folder `out`; None when the images turn out gray."""
+    """Train the photo classifier of folder `path` into run folder `out`; None when the images turn out gray.
+
+    `fine_tune_options`: after the head, train the top of the backbone too (`cnnlab.train.fine_tune`), validated on
+    the same photos as the head; the run keeps it only when it lowered the validation loss.
+    """
     started = time.perf_counter()
     data = load_folder(path, image_size=SIZE, color=color, seed=seed)
     if data.input_shape[-1] != 3:
@@ -171,33 +238,51 @@ def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int =
     for line in data.report.lines() if data.report else []:
         say(line)
     k = len(data.class_names)
-    spec = photo_spec(k)
-    module = new_module(spec, seed)  # the ImageNet weights
+    module = new_module(photo_spec(k), seed)  # the ImageNet weights
     net = module[0].net
     feats = dataset_features(data, net, _feature_cache(path, seed, color) if cache else None, say)
     if data.x_val is not None:
-        f_fit, y_fit, f_val, y_val, where = feats["train"], data.y_train, feats["val"], data.y_val, "val/"
+        fit_rows, val_rows = np.arange(len(data.x_train)), np.arange(len(data.x_val))
+        fit, val = Photos(data.x_train, data.y_train, fit_rows), Photos(data.x_val, data.y_val, val_rows)
+        f_val, where = feats["val"], "val/"
     else:
-        keep, held = stratified_split(np.asarray(data.y_train), options.holdout, seed)
-        f_fit, y_fit, f_val, y_val = feats["train"][keep], data.y_train[keep], feats["train"][held], data.y_train[held]
-        where = f"{len(held)} training images held out ({options.holdout:.0%} of each class)"
-    weight, bias, history = fit_head(f_fit, y_fit, f_val, y_val, k, options, seed)
+        fit_rows, val_rows = stratified_split(np.asarray(data.y_train), options.holdout, seed)
+        fit, val = Photos(data.x_train, data.y_train, fit_rows), Photos(data.x_train, data.y_train, val_rows)
+        f_val = feats["train"][val_rows]
+        where = f"{len(val_rows)} training images held out ({options.holdout:.0%} of each class)"
+    f_fit = feats["train"][fit_rows]
+    weight, bias, history = fit_head(f_fit, data.y_train[fit_rows], f_val, val.labels[val_rows], k, options, seed)
     steps = history.epoch[-1] * options.eval_every if history.epoch else 0
     best = (history.best_epoch or 0) * options.eval_every
     say(f"head: Dense({k}, softmax) on {len(f_fit):,} pooled 1280-d features, full-batch Adam lr {options.lr:g}, "
         f"L2 {options.weight_decay:g}; {steps} steps, kept step {best} (best loss on {where}"
         + (f", no gain for {options.patience * options.eval_every} steps" if history.stopped_early else "") + ")")
+    dense = module[2].linear
     with torch.no_grad():
-        dense = module[2].linear
         dense.weight.copy_(weight)
         dense.bias.copy_(bias)
-    evaluation = run_folder.evaluation_of(feats["test"] @ weight.T + bias, data.y_test, list(data.class_names))
+    extra: dict[str, Any] = {"transfer": {"backbone": "efficientnet_lite0", "weights": "imagenet", "head_steps": steps,
+                                          "kept_step": best, "validation": where}}
+    tuned = None
+    if fine_tune_options is not None:
+        tuned = fine_tune(net, dense, fit, val, fine_tune_options, seed, say, where)
+        extra["transfer"]["fine_tune"] = {**tuned.to_dict(), "lr": fine_tune_options.lr,
+                                          "head_lr": fine_tune_options.head_lr,
+                                          "batch_size": fine_tune_options.batch_size}
+    if tuned is not None and tuned.improved:  # the backbone changed: its test features too
+        spec = photo_spec(k, trainable=True)
+        with torch.no_grad():
+            logits = dense(pooled_features(net, data.x_test))
+    else:
+        spec = photo_spec(k)
+        logits = feats["test"] @ weight.T + bias
+    evaluation = run_folder.evaluation_of(logits, data.y_test, list(data.class_names))
     config = TrainConfig(epochs=max(1, len(history.epoch)), batch_size=max(1, len(f_fit)), lr=options.lr,
                          weight_decay=options.weight_decay, schedule="constant", label_smoothing=0.0, seed=seed,
                          device="cpu")
     seconds = time.perf_counter() - started
-    extra: dict[str, Any] = {"transfer": {"backbone": "efficientnet_lite0", "weights": "imagenet", "head_steps": steps,
-                                          "kept_step": best, "validation": where, "seconds": seconds}}
-    run_folder.write_run(Path(out), data, spec, module, config, history, evaluation, seconds,
-                         model_name="efficientnet_lite0-transfer", extra=extra)
+    extra["transfer"]["seconds"] = seconds
+    name = "efficientnet_lite0-fine-tuned" if spec.layers[0].trainable else "efficientnet_lite0-transfer"
+    run_folder.write_run(Path(out), data, spec, module, config, history, evaluation, seconds, model_name=name,
+                         extra=extra)
     return Path(out), history, evaluation
