@@ -6,13 +6,9 @@ summary_dict). Predictions and maps: test_web_predict.py; spec checks and traini
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -20,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
 import web_support  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from web_api_support import ROOT, drawing_png, error_of, upload  # noqa: E402
+from web_api_support import drawing_png, error_of, upload  # noqa: E402
 
 from cnnlab.models import load_model  # noqa: E402
 from cnnlab.spec.summary import summary_dict  # noqa: E402
@@ -203,29 +199,15 @@ def test_unknown_routes_and_methods_are_json_4xx(client):
 
 
 def test_cnnlab_serve_command_starts_a_local_server(trained, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(trained), "--port", str(port),
-                             "--runs", str(tmp_path / "runs")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    port = web_support.free_port()
+    proc = web_support.start_cnnlab_serve([str(trained), "--runs", str(tmp_path / "runs")], port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2) as r:
-                    assert json.loads(r.read())["name"] == trained.name
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "cnnlab serve did not answer within 60 s"
-                time.sleep(0.3)
+        assert web_support.wait_for_json(f"http://127.0.0.1:{port}/api/model", proc, 60)["name"] == trained.name
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out
     assert "warning" not in err
-    bad = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(tmp_path / "missing")], env=env,
+    bad = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(tmp_path / "missing")], env=web_support.cnnlab_env(),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +17,9 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
 skimage_data = pytest.importorskip("skimage.data")
+import web_support  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from web_api_support import ROOT, error_of, upload  # noqa: E402
+from web_api_support import error_of, upload  # noqa: E402
 
 from cnnlab import explain  # noqa: E402
 from cnnlab.backbones.preprocess import resize_and_crop  # noqa: E402
@@ -208,23 +203,10 @@ def test_mosaic_and_heat_png_encode_what_they_are_given():
 
 
 def test_cnnlab_serve_imagenet_starts_without_a_run(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", "imagenet", "--port", str(port)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = web_support.free_port()
+    proc = web_support.start_cnnlab_serve(["imagenet"], port, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=5) as r:
-                    body = json.loads(r.read())
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "cnnlab serve imagenet did not answer within 90 s"
-                time.sleep(0.3)
+        body = web_support.wait_for_json(f"http://127.0.0.1:{port}/api/model", proc, 90)
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

@@ -3,14 +3,13 @@ oversized clients would, with the head deadline shortened to keep the test fast.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
 pytest.importorskip("uvicorn", reason="the web extra is not installed (pip install 'cnnlab[web]')")
 pytest.importorskip("httptools", reason="the head deadline is built on uvicorn's httptools protocol")
-import uvicorn  # noqa: E402
+import web_support  # noqa: E402
 
 from cnnlab.web import server  # noqa: E402
 
@@ -26,24 +25,12 @@ async def hello(scope, receive, send):
 
 @pytest.fixture(scope="module")
 def port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(server.config(hello, "127.0.0.1", sock.getsockname()[1], head_seconds=DEADLINE))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield sock.getsockname()[1]
-    srv.should_exit = True
-    thread.join(30)
-    sock.close()
+    with web_support.uvicorn_in_thread(server.config(hello, "127.0.0.1", 0, head_seconds=DEADLINE)) as port:
+        yield port
 
 
 def connect(port: int) -> socket.socket:
-    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return conn
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
 def read_all(conn: socket.socket) -> tuple[bytes, float]:
