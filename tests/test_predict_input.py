@@ -137,3 +137,32 @@ def test_colour_modes_become_the_model_input():
     np.testing.assert_array_equal(to_model_input(deep, (1, 3, 1))[0, :, 0], [0, 128, 255])
     rgb = to_model_input(Image.new("L", (50, 20), 77), (10, 25, 3))
     assert rgb.shape == (10, 25, 3) and (rgb == 77).all()
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_the_same_way_for_training_and_predict(tmp_path):
+    """A 12-megapixel phone photo need not be decoded whole for a 224x224 input: JPEG's DCT scaling gives a
+    smoothed 1/8 copy (still >= 224 a side) that resizes to nearly the same pixels, and every path uses it."""
+    from skimage import data as skimage_data
+
+    from cnnlab.datasets.folders.load import load_folder
+    from cnnlab.datasets.image_files import decode_side
+
+    big = Image.fromarray(skimage_data.astronaut()).resize((4032, 3024), Image.Resampling.BICUBIC)
+    for cls in ("a", "b"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        big.save(tmp_path / "photos" / cls / "1.jpg", quality=92)
+    photo = tmp_path / "photos" / "a" / "1.jpg"
+    assert decode_side((224, 224, 3)) == 224 and decode_side((28, 28, 1), MNIST_STYLE) is None
+    assert decode_side((224, 224, 3), {"resize_to": 256}) == 256
+    small = open_image(photo, at_least=224)
+    assert small.size == (504, 378)  # 1/8 of 4032x3024: both sides still >= 224
+    assert open_image(photo).size == (4032, 3024)
+    full = to_model_input(open_image(photo), (224, 224, 3))
+    fast = load_image_for(photo, (224, 224, 3))
+    assert np.abs(fast.astype(int) - full).mean() < 3
+    data = load_folder(tmp_path / "photos", image_size=(224, 224), color="rgb", cache=False)
+    rows = [x for x in (data.x_train, data.x_val, data.x_test) if x is not None and len(x)]
+    assert any(np.array_equal(fast, row) for x in rows for row in x)  # predict sees what training saw
+    png = tmp_path / "big.png"
+    big.resize((1200, 900)).save(png)
+    assert open_image(png, at_least=224).size == (1200, 900)  # only JPEG has a cheap reduced decode

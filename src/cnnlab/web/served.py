@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnlab import explain
 from cnnlab.backbones.zoo import ZooModel, load_run
-from cnnlab.datasets.image_files import to_model_input
+from cnnlab.datasets.image_files import decode_side, to_model_input
 from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
 from cnnlab.runs import predict as predictions
@@ -38,6 +38,7 @@ class Served:
         self.name = name
         self.model: Model | ZooModel = load_run(self.path)
         self.input_shape = self.model.spec.input_shape  # the spec is rebuilt on each access: read it once
+        self.decode_side = decode_side(self.input_shape, self.model.preprocessing)
         folder = self.path if self.path.is_dir() else None
         self.config: dict[str, Any] | None = run_folder.read_config(folder) if folder else None
         self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
@@ -65,7 +66,7 @@ class Served:
 
     def prepare(self, raw: bytes) -> np.ndarray:
         """Image file bytes -> the uint8 (H, W, C) input this model takes."""
-        return to_model_input(decode_image(raw), self.input_shape, self.model.preprocessing)
+        return to_model_input(decode_image(raw, self.decode_side), self.input_shape, self.model.preprocessing)
 
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""

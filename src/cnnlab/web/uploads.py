@@ -38,7 +38,7 @@ def sniff(raw: bytes) -> str | None:
     return next((fmt for magic, fmt in SIGNATURES.items() if raw.startswith(magic)), None)
 
 
-def decode_image(raw: bytes) -> Image.Image:
+def decode_image(raw: bytes, at_least: int | None = None) -> Image.Image:
     """Bytes of an image file -> a loaded PIL image, EXIF orientation applied, first frame of an animation.
 
     Decoding is `cnnlab.datasets.image_files`' (one decoder, one pixel limit); this adds the byte limit,
@@ -52,7 +52,7 @@ def decode_image(raw: bytes) -> Image.Image:
     if fmt is None:
         raise UploadError(415, "not an image this server reads: expected PNG, JPEG, GIF, BMP or WEBP bytes")
     try:
-        return decode_bytes(raw, f"the {fmt} image", formats=[fmt])
+        return decode_bytes(raw, f"the {fmt} image", formats=[fmt], at_least=at_least)
     except TooManyPixels as exc:
         raise UploadError(413, str(exc)) from None
     except BadImageError as exc:

@@ -13,7 +13,7 @@ from cnnlab.datasets.download import cache_dir
 from cnnlab.datasets.folders.scan import Layout
 from cnnlab.fsutil import atomic_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JPEGs decoded at a reduced scale where the model input allows
 
 
 def cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict[str, Any]) -> Path:

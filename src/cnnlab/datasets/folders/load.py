@@ -26,7 +26,7 @@ from PIL import Image
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.folders import cache as folder_cache
 from cnnlab.datasets.folders.scan import BadFile, Layout, scan
-from cnnlab.datasets.image_files import BadImageError, open_image, to_model_input
+from cnnlab.datasets.image_files import BadImageError, decode_side, open_image, to_model_input
 
 COLORS = ("auto", "rgb", "grayscale")
 MAX_DEFAULT_SIDE = 128  # the chosen default size never exceeds this, so photos train in reasonable time on a CPU
@@ -200,11 +200,12 @@ def _probe(path: Path) -> tuple[int, int] | None:
 
 def _decode(path: Path, size: tuple[int, int], color: str) -> tuple[np.ndarray, bool] | str:
     try:
-        img = open_image(path)
+        shape = (*size, 1 if color == "grayscale" else 3)
+        img = open_image(path, decode_side(shape))
     except (BadImageError, FileNotFoundError) as exc:
         return getattr(exc, "reason", "disappeared while reading")
     try:
-        arr = to_model_input(img, (*size, 1 if color == "grayscale" else 3))
+        arr = to_model_input(img, shape)
     except Exception as exc:  # noqa: BLE001 - an exotic pixel format Pillow cannot convert: skip the file like any bad one
         return f"cannot convert its {img.mode} pixels to {color} ({exc})"
     gray = arr.shape[2] == 1 or bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
