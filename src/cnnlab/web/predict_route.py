@@ -7,7 +7,7 @@ the guards and the JSON error handlers of the app still apply, and the rest of t
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,7 +40,8 @@ def query_options(query: Mapping[str, str]) -> tuple[int, bool]:
     return int(text), echo in _TRUE
 
 
-def endpoint(state: State) -> Any:
+def endpoint(state: State) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """The route's handler over the app's state (its served model and batcher)."""
     async def predict(request: Request) -> JSONResponse:
         started = time.perf_counter()
         top_k, echo = query_options(request.query_params)
