@@ -66,3 +66,14 @@ def test_colour_folder_trains_with_augmentation_rescaling_and_sigmoid(tmp_path):
     loss, acc = model.evaluate(val)
     assert acc == pytest.approx(np.mean((probs[:, 0] > 0.5) == val.labels[:, 0] if val.labels.ndim == 2
                                         else (probs[:, 0] > 0.5) == val.labels))
+
+
+def test_follow_links_is_passed_to_the_folder_scan(tmp_path):
+    """As Keras: a symlinked folder inside a class folder is read only with follow_links=True."""
+    _two_colours(tmp_path / "data", n=3)
+    _two_colours(tmp_path / "more", n=4)
+    os.symlink(tmp_path / "more" / "red", tmp_path / "data" / "red" / "linked", target_is_directory=True)
+    kept = image_dataset_from_directory(tmp_path / "data", image_size=(24, 24), batch_size=64, shuffle=False)
+    followed = image_dataset_from_directory(tmp_path / "data", image_size=(24, 24), batch_size=64, shuffle=False,
+                                            follow_links=True)
+    assert sum(len(y) for _, y in kept) == 6 and sum(len(y) for _, y in followed) == 10

@@ -90,3 +90,45 @@ def test_load_img_and_img_to_array(tmp_path):
     small = keras_like.utils.img_to_array(keras_like.utils.load_img(tmp_path / "a.png", target_size=(5, 6),
                                                                     color_mode="grayscale"))
     assert small.shape == (5, 6, 1)
+
+
+def test_a_trained_binary_model_saves_reloads_and_exports_its_two_classes(data, tmp_path):
+    """One sigmoid unit names two classes everywhere: fit, the model file, and the exported graph's probabilities."""
+    ort = pytest.importorskip("onnxruntime")
+    from cnnlab.models import load_model
+    from cnnlab.runs.export import export
+
+    x, y = data
+    model = _binary_model()
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, verbose=0, device="cpu")
+    assert model.class_names == ["0", "1"]
+    model.save(tmp_path / "binary.safetensors")
+    again = load_model(tmp_path / "binary.safetensors")
+    assert again.class_names == ["0", "1"]
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    session = ort.InferenceSession(str(export(tmp_path / "binary.safetensors", "onnx")),
+                                   providers=["CPUExecutionProvider"])
+    logits, probs = session.run(["logits", "probabilities"], {"images": x})
+    assert logits.shape == (len(x), 1) and probs.shape == (len(x), 2)
+    np.testing.assert_allclose(probs, probabilities(torch.from_numpy(logits)).numpy(), atol=1e-6)
+
+
+def test_weights_of_layers_keras_files_do_not_hold(tmp_path):
+    """Preprocessing layers have none; a pretrained backbone shows torch's tensors, its BN statistics frozen."""
+    import cnnlab.applications as apps
+    model = keras_like.Sequential([layers.Rescaling(1 / 255, input_shape=(8, 8, 1)), layers.Flatten(), layers.Dense(2)])
+    model.build()
+    assert [w.shape for w in model.weights] == [(64, 2), (2,)] and model.layers[0].get_weights() == []
+    model.set_weights(model.get_weights())
+    base = apps.EfficientNetLite0(weights=None, include_top=False)
+    net = keras_like.Sequential([base, layers.GlobalAveragePooling2D(), layers.Dense(2)])
+    net.build()
+    assert base.trainable_weights == [] and len(base.weights) == len(base.get_weights()) > 100
+    base.trainable = True
+    frozen = sum(int(np.prod(w.shape)) for w in base.non_trainable_weights)
+    assert frozen == 42_016  # the BN moving statistics, as the summary counts them
+    weights = base.get_weights()
+    weights[0] = np.zeros_like(weights[0])
+    base.set_weights(weights)
+    assert not base.get_weights()[0].any()

@@ -211,3 +211,10 @@ def test_cnnlab_serve_command_starts_a_local_server(trained, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(tmp_path / "missing")], env=web_support.cnnlab_env(),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_model_file_inside_a_run_folder_is_served_with_its_run(trained):
+    from cnnlab.runs.model_file import MODEL_FILE
+    client = TestClient(create_app(run=trained / MODEL_FILE, runs_dir=trained.parent, host="0.0.0.0"))
+    body = client.get("/api/model").json()
+    assert body["config"] is not None and body["metrics"] is not None and body["history"] is not None

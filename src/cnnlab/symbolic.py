@@ -48,6 +48,14 @@ def build_modules(layers: list[Any], seed: int | None = None) -> None:
         layer._module = module
 
 
+def _torch_arrays(tensors: list[torch.Tensor], perm: Any, spec: Any) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy().copy() for t in tensors]
+
+
+def _torch_tensors(arrays: list[np.ndarray], perm: Any, spec: Any) -> list[torch.Tensor]:
+    return [torch.from_numpy(a) for a in arrays]
+
+
 class Variable:
     """One weight as Keras shows it: `name`, `path`, Keras-layout `shape`, `trainable`; `numpy()` reads it."""
 
@@ -240,18 +248,28 @@ class Layer(_Base):
         """Parameters and buffers in Keras's variable order (torch's batch counter has no Keras twin)."""
         return [t for k, t in self.module.state_dict(keep_vars=True).items() if not k.endswith("num_batches_tracked")]
 
+    def _layout(self) -> tuple[tuple[str, ...], Any, Any]:
+        """(weight names, tensors -> arrays, arrays -> tensors) in Keras's layout for this layer type. A type Keras
+        files do not hold (a pretrained backbone; preprocessing layers have no weights) keeps torch's names and layout."""
+        conv = CONVERTERS.get(self._spec.type)
+        if conv is not None:
+            return conv.variables, conv.to_keras, conv.to_torch
+        names = tuple(k for k in self.module.state_dict() if not k.endswith("num_batches_tracked")) if self.built else ()
+        return names, _torch_arrays, _torch_tensors
+
     @property
     def weights(self) -> list[Variable]:
-        names = CONVERTERS[self._spec.type].variables
+        names = self._layout()[0]
         if not names or not self.built:
             return []
-        return [Variable(self, i, n, self._trainable and n not in NON_TRAINABLE) for i, n in enumerate(names)
-                if i < len(self._tensors())]
+        n = len(self._tensors())
+        return [Variable(self, i, name, self._trainable and name.rsplit(".", 1)[-1] not in NON_TRAINABLE)
+                for i, name in enumerate(names) if i < n]
 
     def get_weights(self) -> list[np.ndarray]:
         """The weights as numpy arrays in Keras's layout: Conv2D kernel (kh, kw, in, out) and bias,
         Dense kernel (in, out) with rows in Keras's order after a Flatten, ..."""
-        to_keras = CONVERTERS[self._spec.type].to_keras
+        to_keras = self._layout()[1]
         if to_keras is None or not self.built:
             return []
         return to_keras(self._tensors(), self._in_perm, self.spec)
@@ -264,7 +282,7 @@ class Layer(_Base):
                              f"{[c.shape for c in current]}. Received: {[a.shape for a in arrays]}")
         if not arrays:
             return
-        to_torch = CONVERTERS[self._spec.type].to_torch
+        to_torch = self._layout()[2]
         with torch.no_grad():
             for tensor, new in zip(self._tensors(), to_torch(arrays, self._in_perm, self.spec)):
                 tensor.copy_(new.to(tensor.device, tensor.dtype))

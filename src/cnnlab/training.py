@@ -16,7 +16,7 @@ from cnnlab.callbacks import Callback, CallbackList
 from cnnlab.datasets.arrays import as_images, as_labels
 from cnnlab.datasets.directory import ImageDataset
 from cnnlab.runs import model_file
-from cnnlab.spec.build import ends_in_sigmoid, ends_in_softmax, place
+from cnnlab.spec.build import class_count, ends_in_sigmoid, ends_in_softmax, place
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import eval_images, targets_tensor
 from cnnlab.train.fit import History, evaluate_tensors, fit, predict_logits, resolve_device
@@ -91,7 +91,7 @@ class Trainer:
         config = TrainConfig(epochs=epochs, validation_split=validation_split, shuffle=shuffle, seed=seed,
                              device=device, **options)
         if self.class_names is None:
-            self.class_names = [str(i) for i in range(max(self.num_classes, 2))]
+            self.class_names = [str(i) for i in range(class_count(self.spec))]
         hooks = CallbackList(callbacks, self, {"epochs": epochs, "verbose": verbose,
                                                "steps": -(-len(x) // config.batch_size)}, self._keras_logs)
         progress_step, progress_epoch, close = progress_callbacks(verbose, config.epochs)
@@ -189,7 +189,7 @@ class Trainer:
     # --- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Save weights + spec + class names to a `.safetensors` file (no pickle)."""
-        model_file.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(self.num_classes)],
+        model_file.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(class_count(self.spec))],
                       {"scale": 255, **self.preprocessing}, self.name)
 
     def save_weights(self, path: str | os.PathLike) -> None:

@@ -177,16 +177,19 @@ def optimize_for_inference(model: EfficientNetLite, dtype: torch.dtype | None = 
     return fast
 
 
-def extract_features(model: EfficientNetLite, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def extract_features(model: EfficientNetLite, images: torch.Tensor, batch_size: int = 32, pool: bool = False
+                     ) -> torch.Tensor:
     """uint8 (N, H, W, 3) images -> float32 model outputs, batch by batch, under ``inference_mode``.
 
     ``model`` is typically ``optimize_for_inference(...)``; its parameter dtype sets the compute dtype.
-    Outputs: (N, 1280, ceil(H/32), ceil(W/32)) without top, (N, 1000) logits with it.
+    Outputs: (N, 1280, ceil(H/32), ceil(W/32)) without top, (N, 1000) logits with it; ``pool``: the maps
+    averaged over space batch by batch, (N, 1280), so the full maps (49x larger at 224 px) are never all held.
     """
     param = next(model.parameters())
     outputs = []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             batch = images[start:start + batch_size].to(param.device, non_blocking=True)
-            outputs.append(model(scale_batch(batch, param.dtype)).float())
+            out = model(scale_batch(batch, param.dtype)).float()
+            outputs.append(out.mean(dim=(2, 3)) if pool else out)
     return torch.cat(outputs)

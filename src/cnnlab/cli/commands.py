@@ -89,6 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from cnnlab.cli.explain import class_index
     from cnnlab.datasets.registry import load_any
     from cnnlab.explain import plots
 
@@ -100,7 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         chosen, rows, cols = np.array([args.index]), 1, 1
     else:
         rows, cols = args.grid
-        chosen = np.arange(len(x)) if args.class_ is None else np.flatnonzero(y == _class_index(args.class_, data.class_names))
+        chosen = np.arange(len(x)) if args.class_ is None else np.flatnonzero(y == class_index(args.class_, data.class_names))
         chosen = chosen[:rows * cols]
     title = f"{data.name} {args.split}" + (f" #{args.index}" if args.index is not None else "")
     fig = plots.sample_grid(x[chosen], y[chosen], list(data.class_names), rows=rows, cols=cols, title=title)
@@ -108,14 +109,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     labels = ", ".join(data.class_names[int(v)] for v in y[chosen][:10])
     print(f"wrote {out} ({len(chosen)} image{'s' * (len(chosen) != 1)}; labels {labels}{'...' if len(chosen) > 10 else ''})")
     return 0
-
-
-def _class_index(value: str, class_names: tuple[str, ...]) -> int:
-    if value in class_names:
-        return class_names.index(value)
-    if value.isdigit() and int(value) < len(class_names):
-        return int(value)
-    raise ValueError(f"--class {value!r} is not one of the classes {', '.join(class_names)}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

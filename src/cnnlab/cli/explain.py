@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,15 @@ def _dataset(args: argparse.Namespace, saved: Loaded, what: str) -> Dataset:
     return run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
 
 
+def class_index(value: str, class_names: Sequence[str]) -> int:
+    """--class as a class name or index (`show` and `explain`)."""
+    if value in class_names:
+        return list(class_names).index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise ValueError(f"--class {value!r} is not one of the classes {', '.join(class_names)}")
+
+
 def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
@@ -127,14 +137,7 @@ def _grad_cam(module, saved: Loaded, image: np.ndarray, class_: str | None, out:
     names = saved.class_names
     probs = class_probabilities(module, np.asarray(image)[None])[0]
     predicted = int(probs.argmax())
-    if class_ is None:
-        index = predicted
-    elif class_ in names:
-        index = names.index(class_)
-    elif class_.isdigit() and int(class_) < len(names):
-        index = int(class_)
-    else:
-        raise ValueError(f"--class {class_!r} is not one of the classes {', '.join(names)}")
+    index = predicted if class_ is None else class_index(class_, names)
     heat, sal = explain.grad_cam(module, image, index), explain.saliency(module, image, index)
     title = (f"{tag.replace('-', ' #', 1) if truth is not None else tag}: "
              + (f"true {truth}, " if truth is not None else "")

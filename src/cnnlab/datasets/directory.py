@@ -93,7 +93,7 @@ def image_dataset_from_directory(directory: str | os.PathLike, labels: str | Non
         raise ValueError("with validation_split and shuffle=True a seed is needed, so both subsets split the same "
                          "files (as Keras asks); give seed=123")
     size = _check_size(image_size)
-    layout = scan(directory)
+    layout = scan(directory, follow_links=follow_links)
     if layout.split_folders:
         raise ValueError(f"{layout.root} has split folders ({', '.join(layout.split_folders.values())}); "
                          "pass one of them, e.g. image_dataset_from_directory('<folder>/train')")

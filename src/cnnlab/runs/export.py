@@ -25,6 +25,7 @@ from torch import nn
 from cnnlab.errors import MissingExtra
 from cnnlab.fsutil import atomic_path, atomic_write_bytes
 from cnnlab.runs import model_file
+from cnnlab.runs.predict import probabilities
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17  # ONNX opset: onnxruntime >= 1.11, TensorRT 8.6, OpenVINO 2022.3 and later all run it
@@ -43,7 +44,7 @@ class PixelsToScores(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1], as cnnlab.train.device_data.scale
         logits = self.module(x)
-        return logits, torch.softmax(logits, dim=1)
+        return logits, probabilities(logits)  # the one rule: softmax, or [1 - p, p] for a binary head
 
 
 MIN_OPSET, MAX_OPSET = 13, 21  # 13: Softmax on any axis; 13 to 21 were checked to export with torch 2.13
@@ -86,7 +87,8 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
 def metadata(saved: model_file.SavedModel) -> dict[str, str]:
     """What a deployment needs besides the graph, as the string pairs ONNX metadata holds."""
     return {"cnnlab.class_names": json.dumps(saved.class_names), "cnnlab.preprocessing": json.dumps(saved.preprocessing),
-            "cnnlab.input": INPUT_DOC, "cnnlab.outputs": "logits (N, classes); probabilities = softmax(logits)",
+            "cnnlab.input": INPUT_DOC, "cnnlab.outputs": "logits (N, classes), or (N, 1) for a binary head; "
+            "probabilities (N, classes) = softmax(logits), or [1 - sigmoid, sigmoid] for a binary head",
             "cnnlab.spec": json.dumps(saved.spec.to_dict()), "cnnlab.name": saved.name}
 
 

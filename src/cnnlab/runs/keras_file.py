@@ -28,7 +28,7 @@ from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
-from cnnlab.spec.build import build
+from cnnlab.spec.build import build, class_count
 from cnnlab.spec.graph import AnySpec, GraphSpec
 from cnnlab.spec.summary import summary_dict
 
@@ -226,9 +226,9 @@ def _class_names(meta: Any, spec: AnySpec, where: str) -> list[str] | None:
         meta.get("cnnlab"), dict) else None
     if names is None:
         return None
-    outputs = summary_dict(spec)["output_shapes"][0]
+    count = class_count(spec)
     if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-            or len(names) != outputs[-1]):
-        raise KerasFileError(f"{where}: {METADATA} must list {outputs[-1]} class names as strings. "
+            or len(names) != count):
+        raise KerasFileError(f"{where}: {METADATA} must list {count} class names as strings. "
                              f"Received: class_names={names!r:.80}")
     return names

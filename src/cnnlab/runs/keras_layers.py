@@ -361,4 +361,5 @@ CONVERTERS: dict[str, Converter] = {
     "Add": Converter(_read_merge(M.Add), lambda spec: {}, build_config=True),
     "Concatenate": Converter(_read_merge(M.Concatenate), lambda spec: {"axis": -1}, build_config=True),
 }
-NON_TRAINABLE = ("moving_mean", "moving_variance")  # Keras never trains batch norm's statistics
+# Keras never trains batch norm's statistics (Keras's names, and torch's where a layer keeps torch's layout)
+NON_TRAINABLE = ("moving_mean", "moving_variance", "running_mean", "running_var")

@@ -19,7 +19,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
-from cnnlab.spec.build import build, place
+from cnnlab.spec.build import build, class_count, place
 from cnnlab.spec.graph import AnySpec, spec_from_dict
 from cnnlab.spec.layers import SpecError
 from cnnlab.spec.memory import check_memory
@@ -132,8 +132,9 @@ def read_model(path: str | os.PathLike) -> SavedModel:
         preprocessing = meta.get("preprocessing") or {}
         if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
             raise ModelFileError(f"{path}: class_names must be a list of strings, got {class_names!r:.80}")
-        if len(outputs) == 1 and len(outputs[0]) == 1 and len(class_names) != outputs[0][-1]:
-            raise ModelFileError(f"{path}: {len(class_names)} class names for a model with {outputs[0][-1]} outputs")
+        if len(outputs) == 1 and len(outputs[0]) == 1 and len(class_names) != class_count(spec):
+            raise ModelFileError(f"{path}: {len(class_names)} class names for a model of {class_count(spec)} classes "
+                                 f"({outputs[0][-1]} outputs)")
         if not isinstance(preprocessing, dict):
             raise ModelFileError(f"{path}: preprocessing must be an object, got {preprocessing!r:.80}")
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:

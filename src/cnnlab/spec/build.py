@@ -243,6 +243,13 @@ def ends_in_sigmoid(spec: L.ModelSpec | GraphSpec) -> bool:
     return shape[-1] == 1
 
 
+def class_count(spec: L.ModelSpec | GraphSpec) -> int:
+    """How many classes the (first) output names: its units, or 2 for a binary head, whose one sigmoid unit
+    gives both classes' probabilities (`cnnlab.runs.predict.probabilities`)."""
+    shape = spec.shapes[spec.outputs[0]] if isinstance(spec, GraphSpec) else spec.shapes()[-1]
+    return 2 if ends_in_sigmoid(spec) else int(shape[-1])
+
+
 def head_layer(spec: L.ModelSpec | GraphSpec) -> str | None:
     """The layer whose final activation (softmax, or a binary head's sigmoid) the module leaves to the loss."""
     return _last_layer(spec).name if ends_in_softmax(spec) or ends_in_sigmoid(spec) else None

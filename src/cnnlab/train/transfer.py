@@ -135,12 +135,12 @@ def photo_spec(n_classes: int, trainable: bool = False) -> L.ModelSpec:
                         L.GlobalAveragePooling2D(), L.Dense(n_classes, activation="softmax")), (*SIZE, 3))
 
 
-def pooled_features(net: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """uint8 (N, 224, 224, 3) -> (N, 1280) float32: the backbone's feature map averaged over space."""
+def pooled_features(fast: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+    """uint8 (N, 224, 224, 3) -> (N, 1280) float32: the feature map averaged over space; `fast` is the backbone
+    as `optimize_for_inference` makes it (folded BN, channels_last, bf16 where native)."""
     if len(images) == 0:
         return torch.zeros((0, 1280))
-    fast = optimize_for_inference(net)  # folded BN, channels_last, bf16 where native
-    return extract_features(fast, torch.from_numpy(np.ascontiguousarray(images)), batch_size).mean(dim=(2, 3))
+    return extract_features(fast, torch.from_numpy(np.ascontiguousarray(images)), batch_size, pool=True)
 
 
 def _feature_cache(path: str | os.PathLike, seed: int, color: str) -> Path:
@@ -161,7 +161,8 @@ def dataset_features(data: Dataset, net: torch.nn.Module, cache: Path | None,
             return found
     started = time.perf_counter()
     splits = {"train": data.x_train, "val": data.x_val, "test": data.x_test}
-    out = {k: pooled_features(net, x) for k, x in splits.items() if x is not None}
+    fast = optimize_for_inference(net)  # one copy for every split
+    out = {k: pooled_features(fast, x) for k, x in splits.items() if x is not None}
     seconds = time.perf_counter() - started
     n = sum(len(v) for v in out.values())
     say(f"features: EfficientNet-Lite0 on {n:,} images in {seconds:.1f}s ({n / max(seconds, 1e-9):.1f} images/s)")
@@ -272,7 +273,7 @@ def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int =
     if tuned is not None and tuned.improved:  # the backbone changed: its test features too
         spec = photo_spec(k, trainable=True)
         with torch.no_grad():
-            logits = dense(pooled_features(net, data.x_test))
+            logits = dense(pooled_features(optimize_for_inference(net), data.x_test))
     else:
         spec = photo_spec(k)
         logits = feats["test"] @ weight.T + bias

@@ -39,13 +39,13 @@ class Served:
         self.model: Model | ZooModel = load_run(self.path)
         self.input_shape = self.model.spec.input_shape  # the spec is rebuilt on each access: read it once
         self.decode_side = decode_side(self.input_shape, self.model.preprocessing)
-        folder = self.path if self.path.is_dir() else None
+        folder = run_folder.folder_of(self.path)  # a run folder, or the model file inside one
         self.config: dict[str, Any] | None = run_folder.read_config(folder) if folder else None
         self.metrics: dict[str, Any] | None = self._optional(folder, "metrics.json")
         has_history = self._optional(folder, "history.json") is not None
         self.history: dict[str, list[float]] | None = run_folder.read_history(folder) if has_history else None
         self._lock = threading.Lock()
-        self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._inputs: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
 
     @staticmethod
@@ -73,8 +73,8 @@ class Served:
         ids = [hashlib.sha256(x.tobytes()).hexdigest()[:16] for x in images]
         with self._lock:
             probs = predictions.class_probabilities(self.model.module, images)
-            for image_id, x in zip(ids, images):
-                self._inputs[image_id] = x
+            for image_id, x, row in zip(ids, images, probs):
+                self._inputs[image_id] = (x, row)  # the probabilities too: Grad-CAM names the predicted class
                 self._inputs.move_to_end(image_id)
             while len(self._inputs) > KEEP_INPUTS:
                 self._inputs.popitem(last=False)
@@ -101,7 +101,7 @@ class Served:
         """Response maps of every spatial layer (a backbone: of its stages) for an input predicted before,
         as viridis mosaics of at most `encode.MAX_TILES` channels."""
         with self._lock:
-            maps = explain.feature_maps(self.model.module, self._recent(image_id))
+            maps = explain.feature_maps(self.model.module, self._recent(image_id)[0])
         rows = {r["name"]: r for r in summary_dict(self.model.spec)["layers"]}
         stages = explain.backbone_stages(self.model.module)  # maps the summary has no row for
         layers = []
@@ -117,19 +117,19 @@ class Served:
         """Grad-CAM of an input predicted before, for a class (default: the predicted one), as a jet PNG of its size."""
         started = time.perf_counter()
         with self._lock:
-            x = self._recent(image_id)
-            probs = predictions.class_probabilities(self.model.module, x[None])[0]
+            x, probs = self._recent(image_id)
             index = int(probs.argmax()) if class_index is None else class_index
             heat = explain.grad_cam(self.model.module, x, index)  # a ValueError names a class out of range
         return {"image_id": image_id, "class": self.model.class_names[index], "index": index,
                 "probability": float(probs[index]), "size": list(heat.shape), "heatmap": heat_png(heat),
                 "milliseconds": round((time.perf_counter() - started) * 1000, 2)}
 
-    def _recent(self, image_id: str) -> np.ndarray:
-        x = self._inputs.get(image_id)
-        if x is None:
+    def _recent(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(input, probabilities) of an image predicted lately."""
+        found = self._inputs.get(image_id)
+        if found is None:
             raise NotFound(f"no recent image {image_id!r}; POST it to /api/predict first")
-        return x
+        return found
 
     def examples(self, data: DataStore, true: int, predicted: int, limit: int) -> dict[str, Any]:
         """Test images of class `true` that the model called `predicted` (the confusion matrix cell)."""
