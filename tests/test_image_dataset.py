@@ -77,3 +77,17 @@ def test_follow_links_is_passed_to_the_folder_scan(tmp_path):
     followed = image_dataset_from_directory(tmp_path / "data", image_size=(24, 24), batch_size=64, shuffle=False,
                                             follow_links=True)
     assert sum(len(y) for _, y in kept) == 6 and sum(len(y) for _, y in followed) == 10
+
+
+def test_random_rotation_turns_a_non_square_image_without_shearing():
+    """A quarter turn moves a dot 4 px right of the centre of a 16x32 image to 4 px above or below it."""
+    import torch
+
+    from cnnlab.spec.preprocess import Affine
+    x = torch.zeros(1, 1, 16, 32)
+    x[0, 0, 7:9, 19:21] = 1.0  # centre (7.5, 15.5); the dot's centre is 4 px to the right
+    turn = Affine(turn=(0.25, 0.25), fill_mode="constant").train()
+    out = turn(x)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(32.0), indexing="ij")
+    cy, cx = float((out * ys).sum() / out.sum()), float((out * xs).sum() / out.sum())
+    assert abs(cx - 15.5) < 0.3 and abs(abs(cy - 7.5) - 4) < 0.3, (cy, cx)

@@ -59,8 +59,11 @@ class Affine(nn.Module):
         zh = 1 + draw(self.zoom_h)
         zw = zh if self.zoom_w is None else 1 + draw(self.zoom_w)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([torch.stack([cos * zw, -sin * zh, torch.zeros_like(cos)], 1),
-                             torch.stack([sin * zw, cos * zh, torch.zeros_like(cos)], 1)], 1)  # (B, 2, 3)
+        h, w = x.shape[2], x.shape[3]
+        # a rotation in pixels, in grid_sample's [-1, 1] units (x spans W, y spans H): conjugated by diag(W/2, H/2),
+        # as cnnlab.train.augment.affine does, or a non-square image would be sheared instead of turned
+        theta = torch.stack([torch.stack([cos * zw, -sin * zh * (h / w), torch.zeros_like(cos)], 1),
+                             torch.stack([sin * zw * (w / h), cos * zh, torch.zeros_like(cos)], 1)], 1)  # (B, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
         return out.to(x.dtype).contiguous(memory_format=torch.channels_last)
