@@ -61,6 +61,11 @@ def scale_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
     return x.sub_(MEAN).div_(SCALE)
 
 
+def from_unit(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) pixels / 255 (cnnlab's model input) -> the backbone's (pixel - MEAN) / SCALE."""
+    return (x * 255.0 - MEAN) / SCALE
+
+
 class Prediction(NamedTuple):
     """One decoded class, like Keras's ``decode_predictions`` tuples: (WordNet id, name, score)."""
 

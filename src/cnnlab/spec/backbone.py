@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnlab.backbones.efficientnet_lite import EfficientNetLite
-from cnnlab.backbones.preprocess import MEAN, SCALE
+from cnnlab.backbones.preprocess import from_unit
 from cnnlab.backbones.weights import load_pretrained, load_state_strict
 from cnnlab.spec import layers as L
 
@@ -54,7 +54,7 @@ class BackboneLayer(nn.Module):
         return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
-        return self.act(self.net((x * 255.0 - MEAN) / SCALE))
+        return self.act(self.net(from_unit(x)))
 
 
 def backbone_layer(spec: L.EfficientNetLiteBase, shape: L.Shape,

@@ -21,7 +21,7 @@ from torch import nn
 
 from cnnlab.backbones.efficientnet_lite import EfficientNetLite
 from cnnlab.backbones.inference import optimize_for_inference
-from cnnlab.backbones.preprocess import MEAN, SCALE
+from cnnlab.backbones.preprocess import from_unit
 from cnnlab.spec.memory import memory_limit
 from cnnlab.train.augment import random_resized_crop
 from cnnlab.train.fit import loss_and_accuracy
@@ -176,7 +176,7 @@ def _bottom(fast: EfficientNetLite, split: int, dtype: torch.dtype) -> Callable[
     """float (B, 3, H, W) in [0, 1] -> float32 input of stage `split`, without gradients."""
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # not inference_mode: the top saves this tensor for its backward pass
-            h = ((x * 255.0 - MEAN) / SCALE).to(dtype).contiguous(memory_format=torch.channels_last)
+            h = from_unit(x).to(dtype).contiguous(memory_format=torch.channels_last)
             h = fast.stem(h)
             for stage in fast.stages[:split]:
                 h = stage(h)
