@@ -210,7 +210,7 @@ def test_cnnlab_serve_command_starts_a_local_server(trained, tmp_path):
     assert "warning" not in err
     bad = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(tmp_path / "missing")], env=web_support.cnnlab_env(),
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "no model at" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_the_model_file_inside_a_run_folder_is_served_with_its_run(trained):

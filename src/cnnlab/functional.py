@@ -119,8 +119,9 @@ class Model(WeightViews, Trainer):
     def build(self, input_shape: tuple[int, ...] | None = None, seed: int | None = None) -> nn.Module:
         """Make the layers' torch modules that do not exist yet (Keras-initialised, seeded by `seed`)."""
         if self._module is None:
-            build_modules(self._weighted(), seed)
-            self._module = assemble(self.spec, {layer.name: layer.module for layer in self._weighted()})
+            spec = self.spec
+            build_modules(self._weighted(), seed, spec)
+            self._module = assemble(spec, {layer.name: layer.module for layer in self._weighted()})
         return self._module
 
     @property

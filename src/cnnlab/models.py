@@ -7,7 +7,6 @@ of its layers' own torch modules (`model.module`); training is `cnnlab.train.fit
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -15,8 +14,7 @@ from torch import nn
 from cnnlab import layers as KL
 from cnnlab.backend import auto_name
 from cnnlab.functional import Model
-from cnnlab.runs import model_file
-from cnnlab.runs.keras_file import load_keras
+from cnnlab.runs.open_model import open_model
 from cnnlab.spec.build import assemble, place
 from cnnlab.spec.graph import AnySpec
 from cnnlab.spec.layers import Input as InputSpec
@@ -95,7 +93,7 @@ class Sequential(Model):
                 self._connect()
             spec = self.spec
             spec.shapes()  # raises SpecError naming the first layer that cannot fit
-            build_modules(self._layers, seed)
+            build_modules(self._layers, seed, spec)
             self._module = assemble(spec, {layer.name: layer.module for layer in self._layers})
         return self._module
 
@@ -133,18 +131,13 @@ def model_from_spec(spec: AnySpec, name: str) -> Model:
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> Model:
     """Load a model saved by `model.save` or `cnnlab train`: a `.keras` file (Keras 3's own, or cnnlab's),
-    a `.safetensors` file or a run folder."""
-    if Path(path).suffix == ".keras":  # not compiled, as Keras's load of a file without compile_config
-        keras = load_keras(path)
-        model = model_from_spec(keras.spec, keras.name)
-        model.module.load_state_dict(keras.state, strict=True)
-        model.class_names = keras.class_names
-    else:
-        saved = model_file.read_model(path)
-        model = model_from_spec(saved.spec, saved.name)
-        model.module.load_state_dict(saved.state, strict=True)
-        model.class_names = saved.class_names
-        model.preprocessing = saved.preprocessing
+    a `.safetensors` file or a run folder (`cnnlab.runs.open_model`, the one way in)."""
+    opened = open_model(path)
+    model = model_from_spec(opened.spec, opened.name)
+    model.module.load_state_dict(opened.state, strict=True)
+    model.class_names = opened.class_names
+    model.preprocessing = opened.preprocessing
+    if not opened.is_keras_file:  # a .keras file loads uncompiled, as Keras's does without a compile_config
         model._loss = "sparse_categorical_crossentropy"
     place(model.module, resolve_device(device))
     model.module.eval()

@@ -19,7 +19,8 @@ from torch import nn
 from cnnlab.backend import auto_name
 from cnnlab.runs.keras_layers import CONVERTERS, NON_TRAINABLE, Perm, feature_perm
 from cnnlab.spec import layers as L
-from cnnlab.spec.build import keras_init_, layer_module, set_trainable_
+from cnnlab.spec.build import keras_init_, layer_module, layer_modules, set_trainable_
+from cnnlab.spec.graph import AnySpec
 from cnnlab.spec.merge import Merge
 
 
@@ -37,12 +38,18 @@ class KerasTensor:
         return f"<KerasTensor shape={self.shape}, dtype=float32, sparse=False, ragged=False, name={self.name}>"
 
 
-def build_modules(layers: list[Any], seed: int | None = None) -> None:
-    """Make the torch modules of the layers that have none yet, Keras-initialised with one generator."""
+def build_modules(layers: list[Any], seed: int | None = None, spec: AnySpec | None = None) -> None:
+    """Make the torch modules of the layers that have none yet, Keras-initialised with one generator. With the
+    model's `spec` they come from the spec builder (`layer_modules`), so a layer gets the very module
+    `build(spec)` gives it (an input `Rescaling` sees pixels, as on every other path)."""
     new = [layer for layer in layers if isinstance(layer, Layer) and layer._module is None]
     if seed is not None:
         torch.manual_seed(seed)
-    modules = [layer_module(layer.spec, layer._check_built()) for layer in new]
+    if spec is not None:
+        built = layer_modules(spec, {layer.name for layer in new})
+        modules = [built[layer.name] for layer in new]
+    else:  # a layer on its own, before any model holds it
+        modules = [layer_module(layer.spec, layer._check_built()) for layer in new]
     keras_init_(nn.ModuleList(modules), seed)
     for layer, module in zip(new, modules):
         layer._module = module
@@ -254,6 +261,8 @@ class Layer(_Base):
         conv = CONVERTERS.get(self._spec.type)
         if conv is not None:
             return conv.variables, conv.to_keras, conv.to_torch
+        if isinstance(self._spec, L.PREPROCESSING_TYPES):  # no weights; its module comes with the model's build
+            return (), None, None
         names = tuple(k for k in self.module.state_dict() if not k.endswith("num_batches_tracked")) if self.built else ()
         return names, _torch_arrays, _torch_tensors
 

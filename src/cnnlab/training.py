@@ -190,7 +190,7 @@ class Trainer:
     def save(self, path: str | os.PathLike) -> None:
         """Save weights + spec + class names to a `.safetensors` file (no pickle)."""
         model_file.save_model(path, self.spec, self.module, self.class_names or [str(i) for i in range(class_count(self.spec))],
-                      {"scale": 255, **self.preprocessing}, self.name)
+                      self.preprocessing, self.name)
 
     def save_weights(self, path: str | os.PathLike) -> None:
         """The weights alone, as a `.safetensors` file of the torch module's state dict."""

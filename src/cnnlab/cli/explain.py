@@ -8,18 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import explain
-from cnnlab.backbones.zoo import ZooModel, load_run
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.explain import plots
-from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
+from cnnlab.runs.open_model import OpenedModel, open_model
 from cnnlab.spec.summary import summary_dict
-
-Loaded = Model | ZooModel  # what load_run gives: module, spec, class_names, preprocessing
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder or .safetensors file, imagenet (the pretrained classifier); "
+    p.add_argument("run", help="run folder, .safetensors or .keras file, imagenet (the pretrained classifier); "
                    "or the word 'conv' for the conv arithmetic")
     p.add_argument("--filters", metavar="LAYER", help="draw the learned kernels of this conv layer (e.g. conv2d)")
     p.add_argument("--maps", metavar="LAYERS", help="response maps of 'all' or comma-separated layers for --image "
@@ -46,14 +43,14 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder")
+    p.add_argument("run", help="run folder (or the model file inside one)")
     p.add_argument("--out", metavar="DIR", help="output folder for curves.png and the confusion PNGs (default: the run folder)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.run == "conv":
         return _conv(args)
-    saved = load_run(args.run)
+    saved = open_model(args.run)
     module = saved.module
     out = Path(args.out) if args.out else _run_dir(args.run) / "explain"
     wrote: list[Path] = []
@@ -83,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(args: argparse.Namespace, saved: Loaded, what: str) -> Dataset:
-    if isinstance(saved, ZooModel) or run_folder.folder_of(args.run) is None:  # no dataset recorded
+def _dataset(args: argparse.Namespace, saved: OpenedModel, what: str) -> Dataset:
+    if saved.run_folder is None:  # no dataset recorded
         raise ValueError(f"{what} needs the dataset of a run folder, and {args.run} is not one; "
                          "give --image an image file instead")
-    return run_folder.dataset_of_run(args.run, preprocessing=saved.preprocessing)
+    return run_folder.dataset_of_run(saved.run_folder, preprocessing=saved.preprocessing)
 
 
 def class_index(value: str, class_names: Sequence[str]) -> int:
@@ -103,7 +100,7 @@ def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
 
-def _image(args: argparse.Namespace, saved: Loaded) -> tuple[np.ndarray, str, str, str | None]:
+def _image(args: argparse.Namespace, saved: OpenedModel) -> tuple[np.ndarray, str, str, str | None]:
     """(image, label text for titles, tag for file names, true class name or None for a file)."""
     if args.image.isdigit():
         data = _dataset(args, saved, f"--image {args.image} (a dataset index)")
@@ -119,7 +116,7 @@ def _image(args: argparse.Namespace, saved: Loaded) -> tuple[np.ndarray, str, st
     return load_image_for(args.image, saved.spec.input_shape, saved.preprocessing), name, tag, None
 
 
-def _maps(module, saved: Loaded, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
+def _maps(module, saved: OpenedModel, image: np.ndarray, layers: str, out: Path, label: str) -> list[Path]:
     wanted = None if layers == "all" else [name.strip() for name in layers.split(",")]
     shapes = {row["name"]: row["output_shape"] for row in summary_dict(saved.spec)["layers"]}
     stages = explain.backbone_stages(module)  # a backbone's stages are maps the summary has no row for
@@ -131,7 +128,7 @@ def _maps(module, saved: Loaded, image: np.ndarray, layers: str, out: Path, labe
     return wrote
 
 
-def _grad_cam(module, saved: Loaded, image: np.ndarray, class_: str | None, out: Path,
+def _grad_cam(module, saved: OpenedModel, image: np.ndarray, class_: str | None, out: Path,
               tag: str, truth: str | None) -> Path:
     from cnnlab.runs.predict import class_probabilities
     names = saved.class_names
@@ -167,12 +164,15 @@ def _conv(args: argparse.Namespace) -> int:
 
 
 def plot_run(args: argparse.Namespace) -> int:
-    folder = Path(args.run)
+    model = open_model(args.run)
+    folder = model.run_folder
+    if folder is None:
+        raise ValueError(f"plot draws a run folder's history and metrics, and {args.run} is not in a run folder")
     out = Path(args.out) if args.out else folder
     history, steps = run_folder.read_history(folder), run_folder.read_steps(folder)
     m = model_file.read_json(folder / "metrics.json")
     cm = np.asarray(m["confusion_matrix"])
-    names = model_file.read_model(folder).class_names
+    names = model.class_names
     paths = [plots.save_png(plots.training_curves(history, steps=steps), out / "curves.png"),
              plots.save_png(plots.confusion(cm, names), out / "confusion.png"),
              plots.save_png(plots.confusion(cm, names, normalize=True), out / "confusion_normalized.png")]

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cnnlab.errors import MissingExtra
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="run folder or .safetensors file to serve first (default: the newest run), "
+    p.add_argument("run", nargs="?", help="run folder, .safetensors or .keras file to serve first (default: the newest run), "
                    "or imagenet: the pretrained EfficientNet-Lite0's 1000 classes, no training")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this computer only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default %(default)s)")
@@ -19,10 +18,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.backbones.zoo import is_zoo_name
-    if args.run is not None and not Path(args.run).exists() and not is_zoo_name(args.run):
-        raise FileNotFoundError(f"run {args.run!r} not found: give a run folder (runs/NAME), a .safetensors file "
-                                "or imagenet")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1..65535, got {args.port}")
     try:

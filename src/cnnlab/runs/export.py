@@ -24,7 +24,7 @@ from torch import nn
 
 from cnnlab.errors import MissingExtra
 from cnnlab.fsutil import atomic_path, atomic_write_bytes
-from cnnlab.runs import model_file
+from cnnlab.runs.open_model import OpenedModel, open_model
 from cnnlab.runs.predict import probabilities
 
 FORMATS = ("onnx", "torchscript")
@@ -64,13 +64,13 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
         raise ValueError(f"export format must be {' or '.join(FORMATS)}, got {fmt!r}")
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"ONNX opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
-    saved = model_file.read_model(model)
+    saved = open_model(model)
     if len(saved.spec.shapes()[-1]) != 1:
         raise ValueError(f"only models that output one score per class can be exported; this one outputs "
                          f"{saved.spec.shapes()[-1]} per image")
     out = Path(out) if out is not None else default_out(model, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = PixelsToScores(saved.module()).eval()
+    wrapper = PixelsToScores(saved.module).eval()
     example = torch.zeros((2, *saved.spec.input_shape), dtype=torch.uint8)
     if fmt == "onnx":
         atomic_write_bytes(out, onnx_bytes(wrapper, example, metadata(saved), opset))
@@ -84,7 +84,7 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
     return out
 
 
-def metadata(saved: model_file.SavedModel) -> dict[str, str]:
+def metadata(saved: OpenedModel) -> dict[str, str]:
     """What a deployment needs besides the graph, as the string pairs ONNX metadata holds."""
     return {"cnnlab.class_names": json.dumps(saved.class_names), "cnnlab.preprocessing": json.dumps(saved.preprocessing),
             "cnnlab.input": INPUT_DOC, "cnnlab.outputs": "logits (N, classes), or (N, 1) for a binary head; "

@@ -27,6 +27,7 @@ from cnnlab.spec.summary import summary_dict
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
+MNIST_STYLE_DATA = ("mnist", "emnist-digits")  # digit sets whose new images predict centres as MNIST's were
 
 
 class ModelFileError(ValueError):
@@ -82,14 +83,27 @@ def check_tensors(tensors: dict[str, torch.Tensor], expected: str | None, where:
             raise ModelFileError(f"{where}: tensor {name!r} holds NaN or infinite values; refusing to load it")
 
 
+def model_preprocessing(input_shape: Any, data: str | None = None) -> dict[str, Any]:
+    """What predict and the web do to a new image so that it looks like the training data: the one rule,
+    whichever front end saved the model. `data` is the training set's name when known (None: arrays from
+    Python, a .keras file); only a known digit set centres digits as MNIST's were."""
+    if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):  # several inputs: pixels only
+        return {"scale": 255}
+    h, w, c = (int(v) for v in input_shape)
+    return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
+            "mnist_style": data in MNIST_STYLE_DATA}
+
+
 def save_model(path: str | os.PathLike, spec: AnySpec, module: torch.nn.Module, class_names: list[str],
                preprocessing: dict[str, Any], name: str = "sequential") -> Path:
-    """Write one `.safetensors` file atomically (a crash leaves the old file or the new one)."""
+    """Write one `.safetensors` file atomically (a crash leaves the old file or the new one). `preprocessing`
+    overrides or adds to what `model_preprocessing` gives for the spec's input (unknown data)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"model files end in .safetensors, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, model_bytes(spec, module, class_names, preprocessing, name))
+    recorded = {**model_preprocessing(spec.input_shape), **preprocessing}
+    atomic_write_bytes(path, model_bytes(spec, module, class_names, recorded, name))
     return path
 
 

@@ -69,6 +69,9 @@ def default_run_dir(data: str, model: str, root: str | Path = "runs") -> Path:
 def evaluate(module: torch.nn.Module, spec: ModelSpec, x: np.ndarray, y: np.ndarray, class_names: list[str],
              batch_size: int = 2000) -> Evaluation:
     """Test loss, accuracy, probabilities, confusion matrix and per-class report in one pass."""
+    if spec.input_shape is not None and tuple(x.shape[1:]) != tuple(spec.input_shape):
+        raise ValueError(f"the model takes {'x'.join(map(str, spec.input_shape))} images, but the test images are "
+                         f"{'x'.join(map(str, x.shape[1:]))}: give --data a dataset the model was made for")
     device = next(module.parameters()).device
     return evaluation_of(predict_logits(module, eval_images(x, device), batch_size), y, class_names)
 
@@ -161,10 +164,8 @@ def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Eva
 
 
 def preprocessing(data: Dataset) -> dict[str, Any]:
-    """What `predict` must do to a new image so that it looks like the training data."""
-    h, w, c = data.input_shape
-    return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
-            "mnist_style": data.name in ("mnist", "emnist-digits")}
+    """What `predict` must do to a new image so that it looks like the training data (`model_file.model_preprocessing`)."""
+    return model_file.model_preprocessing(data.input_shape, data.name)
 
 
 def read_history(run: str | Path) -> dict[str, list[float]]:
@@ -196,29 +197,31 @@ def folder_options(preprocessing: dict[str, Any]) -> dict[str, Any]:
     return {"image_size": tuple(preprocessing["size"]), "color": preprocessing.get("color", "auto")}
 
 
-def data_of_run(run: str | Path, data: str | None = None, data_dir: str | None = None,
+def data_of_run(run: str | Path | None, data: str | None = None, data_dir: str | None = None,
                 preprocessing: dict[str, Any] | None = None) -> tuple[str, str | None, dict[str, Any]]:
     """Where a run's dataset is (or `data`'s, to test it on another): `registry.load_any` arguments.
 
     A built-in dataset is looked for where it was found at training time, then in the usual places;
     an image folder is read from the path its config.json records, at the model's size and colour.
     """
-    folder = folder_of(run)
+    folder = folder_of(run) if run is not None else None
     config = read_config(folder) if folder else {}
     name = data or config.get("data")
     if name is None:
-        raise ValueError("a bare model file does not say which dataset it was trained on: give --data")
+        raise ValueError("only a run folder says which dataset its model was trained on: give --data")
     if data_dir is None and name == config.get("data"):
         source = config.get("data_source")
         data_dir = source if source and Path(source).is_dir() else None
     if name in registry.names():
         return name, data_dir, {}
     if preprocessing is None:
+        if run is None:
+            raise ValueError(f"the model's preprocessing is needed to read the image folder {name}")
         preprocessing = model_file.read_model(run).preprocessing
     return name, None, folder_options(preprocessing)
 
 
-def dataset_of_run(run: str | Path, data: str | None = None, data_dir: str | None = None,
+def dataset_of_run(run: str | Path | None, data: str | None = None, data_dir: str | None = None,
                    preprocessing: dict[str, Any] | None = None) -> Dataset:
     """The dataset a run was trained on, read as the model expects it (see `data_of_run`)."""
     name, data_dir, options = data_of_run(run, data, data_dir, preprocessing)

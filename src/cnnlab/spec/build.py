@@ -274,16 +274,21 @@ def assemble(spec: L.ModelSpec | GraphSpec, children: dict[str, nn.Module], logi
     return nn.Sequential(OrderedDict((name, children[name]) for name in names))
 
 
+def layer_modules(spec: L.ModelSpec | GraphSpec, names: set[str] | None = None) -> dict[str, nn.Module]:
+    """The torch module of each layer of `spec` (of those in `names`, when given), by layer name: the one
+    place a layer spec becomes a module, for `build` and for Keras layer objects alike."""
+    if isinstance(spec, GraphSpec):
+        return {name: layer_module(layer, spec.input_shapes(name), graph_at_pixels(spec, name))
+                for name, layer in zip(spec.names, spec.layers) if names is None or name in names}
+    in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
+    return {name: layer_module(dataclasses.replace(layer, name=name), shape, preprocess.at_pixels(spec, i))
+            for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes))
+            if names is None or name in names}
+
+
 def build(spec: L.ModelSpec | GraphSpec, *, logits: bool = True) -> nn.Module:
     """The torch module of `spec`; with `logits` a final softmax is left out (see module docstring)."""
-    if isinstance(spec, GraphSpec):
-        children = {name: layer_module(layer, spec.input_shapes(name), graph_at_pixels(spec, name))
-                    for name, layer in zip(spec.names, spec.layers)}
-    else:
-        in_shapes = [spec.input_shape, *spec.shapes()[:-1]]
-        children = {name: layer_module(dataclasses.replace(layer, name=name), shape, preprocess.at_pixels(spec, i))
-                    for i, (layer, name, shape) in enumerate(zip(spec.layers, spec.names, in_shapes))}
-    return assemble(spec, children, logits)
+    return assemble(spec, layer_modules(spec), logits)
 
 
 def graph_at_pixels(spec: GraphSpec, name: str) -> bool:

@@ -120,7 +120,7 @@ class ServerState:
 def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", data_dirs: list[str | Path] | None = None,
                host: str = "127.0.0.1") -> FastAPI:
     """The web app for `cnnlab serve`; `run` is served first (default: the newest run in `runs_dir`); it may be
-    `imagenet`, the pretrained classifier (see `cnnlab.backbones.zoo.load_run`)."""
+    `imagenet`, the pretrained classifier (see `cnnlab.runs.open_model`)."""
     state = ServerState(run, runs_dir, list(data_dirs or []))
 
     @asynccontextmanager

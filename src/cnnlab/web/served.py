@@ -1,6 +1,6 @@
 """The model the page talks to: predictions, response maps, Grad-CAM and misclassified test images of one run.
 
-A run is what `cnnlab.backbones.zoo.load_run` says a run argument names: a run folder, a model file, or a
+A run is what `cnnlab.runs.open_model` opens: a run folder, a `.safetensors` or `.keras` file, or a
 pretrained classifier such as `imagenet`.
 """
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from cnnlab import explain
-from cnnlab.backbones.zoo import ZooModel, load_run
 from cnnlab.datasets.image_files import decode_side, to_model_input
-from cnnlab.functional import Model
 from cnnlab.runs import model_file, run_folder
 from cnnlab.runs import predict as predictions
+from cnnlab.runs.open_model import OpenedModel, open_model
 from cnnlab.spec import compact
 from cnnlab.spec.layers import SpecError
 from cnnlab.spec.summary import summary_dict
@@ -36,7 +35,7 @@ class Served:
     def __init__(self, path: str | Path, name: str):
         self.path = Path(path)
         self.name = name
-        self.model: Model | ZooModel = load_run(self.path)
+        self.model: OpenedModel = open_model(self.path)
         self.input_shape = self.model.spec.input_shape  # the spec is rebuilt on each access: read it once
         self.decode_side = decode_side(self.input_shape, self.model.preprocessing)
         folder = run_folder.folder_of(self.path)  # a run folder, or the model file inside one
