@@ -140,3 +140,19 @@ def test_the_pretrained_name_is_a_model_argument_everywhere(tmp_path, capsys):
             assert rc == 0, (command, err)
     assert _serve_error("imagenet", tmp_path / "runs") is None
     shutil.rmtree(tmp_path / "explain", ignore_errors=True)
+
+
+def test_every_save_records_the_preprocessing_by_one_rule(rescaling_model, tiny_run, tmp_path):
+    """Run folders, `model.save` and `.keras` loads give the same keys; only a known digit set centres digits."""
+    from cnnlab.runs.model_file import model_preprocessing, read_model
+    from cnnlab.runs.open_model import open_model
+
+    _, folder, _ = rescaling_model
+    assert read_model(tiny_run).preprocessing == model_preprocessing((28, 28, 1), "mnist")
+    assert read_model(tiny_run).preprocessing["mnist_style"] is True
+    assert read_model(folder / "digits.safetensors").preprocessing == model_preprocessing((28, 28, 1))
+    assert open_model(folder / "digits.keras").preprocessing == model_preprocessing((28, 28, 1))
+    assert model_preprocessing((28, 28, 1))["mnist_style"] is False
+    again = keras.models.load_model(tiny_run)  # resaved from Python, it keeps what it was trained with
+    again.save(tmp_path / "again.safetensors")
+    assert read_model(tmp_path / "again.safetensors").preprocessing == read_model(tiny_run).preprocessing
