@@ -17,6 +17,7 @@ from cnnlab.cli.commands import build_parser  # noqa: E402
 from cnnlab.models import Sequential  # noqa: E402
 from cnnlab.spec import layers as L  # noqa: E402
 from cnnlab.spec import zoo  # noqa: E402
+from cnnlab.train.plan import plan_training  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
 from cnnlab.web.jobs import Trainer  # noqa: E402
 from cnnlab.web.stores import NotFound  # noqa: E402
@@ -24,15 +25,14 @@ from cnnlab.web.stores import NotFound  # noqa: E402
 
 def cli_config(*flags: str):
     args = build_parser().parse_args(["train", *flags])
-    _, recipe = zoo.resolve(args.model, (28, 28, 1), 10)
-    return train_cli.train_config(args, recipe, {})
+    return plan_training(train_cli.train_choices_of(args)).config
 
 
 def web_config(tmp_path, monkeypatch, **body):
     seen = {}
 
-    def capture(self, data, spec, config, out, model_name):
-        seen["config"] = config
+    def capture(self, plan, out):
+        seen["config"] = plan.config
         raise NotFound("captured")  # answered 404: nothing is trained
 
     monkeypatch.setattr(Trainer, "start", capture)

@@ -56,7 +56,7 @@ def test_spec_errors_are_inline_messages(client, body, status, words):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({}, 422, "model"),
+    ({"model": ""}, 422, "model"),  # none (left out) is the plan's model, as `cnnlab train` without --model
     ({"model": "seed", "epochs": 0}, 422, "epochs"),
     ({"model": "seed", "epochs": "two"}, 422, "epochs"),
     ({"model": "seed", "batch_size": -1}, 422, "batch_size"),

@@ -5,12 +5,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.train.config import MONITORS, PRECISIONS, TrainConfig, recipe_config
-from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES, DataPolicy
+from cnnlab.train.config import MONITORS, PRECISIONS
+from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from cnnlab.train.fine_tune import FineTuneOptions
+    from cnnlab.train.plan import TrainChoices
     from cnnlab.train.transfer import TransferRequest
 
 # Settings a resumed run may change: how it runs, not what it trains.
@@ -18,10 +19,6 @@ RESUME_MAY_SET = {"resume", "quiet", "nproc", "checkpoint_every", "device"}
 # Augmentation flags -> AugmentOptions fields
 AUGMENT_FLAGS = {"shift": "shift", "rotation": "rotation", "zoom": "zoom", "flip": "horizontal_flip",
                  "brightness": "brightness", "contrast": "contrast"}
-# train_choices keys whose flag is not --key-with-dashes
-FLAG_NAMES = {"early_stopping_patience": "--early-stopping"}
-# With --fine-tune these flags set the second stage (FineTuneOptions fields) instead of choosing a from-scratch recipe
-FINE_TUNE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr"}
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -100,13 +97,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.datasets.registry import load_any
     from cnnlab.runs import run_folder
     from cnnlab.runs.session import DataSource, session
     from cnnlab.spec import zoo
-    from cnnlab.train.data_policy import data_choices
-    from cnnlab.train.data_recipe import data_recipe
     from cnnlab.train.distributed import launch, under_torchrun
+    from cnnlab.train.plan import plan_training
 
     if args.nproc and not under_torchrun():
         return launch(args.argv, args.nproc)  # torchrun runs this same command in --nproc processes
@@ -117,94 +112,71 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train_and_report(args, run, resumed.data, resumed.spec, resumed.config, resumed.out,
                                      resumed.model_name, None)
         say = _printer(args.quiet or not run.is_main)
-        if (done := _try_transfer(args, say)) is not None:
-            return done
+        choices = train_choices_of(args)
+        plan = plan_training(choices)
+        for line in plan.reasons:
+            say(line)
+        if plan.transfer:
+            if (done := _train_transfer(args, choices, say)) is not None:
+                return done
+            plan = plan_training(choices, gray=True)  # the photos turned out gray: from scratch
+            for line in plan.reasons:
+                say(line)
+        assert plan.data is not None and plan.spec is not None and plan.config is not None
         source = DataSource(args.data, args.data_dir, folder_options(args), args.subset)
-        data = load_any(args.data, args.data_dir, **folder_options(args))
-        if args.subset is not None:
-            data = data.subset(args.subset)
-        for line in _folder_report(data):
-            say(line)
-        chosen, said = data_choices(data, data_policy(args))  # class weights, augmentation
-        for line in said:
-            say(line)
-        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
-        # a length from the data, unless --epochs or the model's own recipe (zoo fast/best) sets one
-        length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128),
-                                   args.epochs is not None or "epochs" in recipe)
-        for line in said:
-            say(line)
-        config = train_config(args, recipe, {**length, **chosen})
         name = args.data if not Path(args.data).is_dir() else Path(args.data).name
         out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
         if out.exists():
             raise FileExistsError(f"run folder {out} already exists; choose another --out")
-        return _train_and_report(args, run, data, spec, config, out, args.model, source)
+        return _train_and_report(args, run, plan.data, plan.spec, plan.config, out, args.model, source)
 
 
-def _try_transfer(args: argparse.Namespace, say: Any) -> int | None:
-    """Train a photo folder on the pretrained backbone when the rule says so; None: train from scratch."""
+def _train_transfer(args: argparse.Namespace, choices: TrainChoices, say: Any) -> int | None:
+    """Train a photo folder on the pretrained backbone, as the plan says; None: the photos were gray."""
     from cnnlab.runs import run_folder
-    from cnnlab.train.transfer import train_photos, transfer_decision
+    from cnnlab.train.transfer import train_photos
 
-    request = transfer_request(args)
-    decision = transfer_decision(request)
-    if decision.reason:
-        say(decision.reason)
-    if not decision.use:
-        return None
     out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet_lite0")
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
-    result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=fine_tune_options(args),
+    result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=choices.fine_tune_options(),
                           say=say)
     if result is None:
-        say(transfer_decision(request, gray=True).reason)
         return None
     folder, _, evaluation = result
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  run saved to {folder}")
     return 0
 
 
+def train_choices_of(args: argparse.Namespace) -> TrainChoices:
+    """The flags as typed, front-end-neutral choices for `cnnlab.train.plan` (None: not given)."""
+    from cnnlab.train.plan import TrainChoices
+
+    augment = {field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items() if getattr(args, flag) is not None}
+    runs_as = tuple(flag for flag, given in (("--nproc", bool(args.nproc)),
+                                             ("--checkpoint-every", args.checkpoint_every is not None)) if given)
+    return TrainChoices(data=args.data, data_dir=args.data_dir, model=args.model, seed=args.seed,
+                        **train_choices(args), transfer=args.transfer, fine_tune=args.fine_tune,
+                        class_weight=args.class_weight, augment=args.augment, augment_options=augment,
+                        image_size=args.image_size, color=args.color, stream=args.stream, subset=args.subset,
+                        runs_as=runs_as)
+
+
 def transfer_request(args: argparse.Namespace) -> TransferRequest:
     """The flags as the photos-or-scratch rule sees them: which ones choose a from-scratch model or recipe."""
     from cnnlab.train.transfer import TransferRequest
 
-    tuned = FINE_TUNE_FLAGS if args.fine_tune else {}
-    chosen = [FLAG_NAMES.get(k, "--" + k.replace("_", "-")) for k, v in train_choices(args).items()
-              if v is not None and k != "device" and k not in tuned]
-    chosen += [flag for flag, given in (
-        ("--model", args.model != "seed"), ("--image-size", args.image_size is not None),
-        ("--color grayscale", args.color == "grayscale"), ("--subset", args.subset is not None),
-        ("--nproc", bool(args.nproc)), ("--augment", args.augment is not None),
-        ("--class-weight", args.class_weight != "auto"), ("--checkpoint-every", args.checkpoint_every is not None),
-        *(("--" + flag, getattr(args, flag) is not None) for flag in AUGMENT_FLAGS)) if given]
-    return TransferRequest(args.data, args.transfer, args.fine_tune, tuple(chosen))
+    return TransferRequest(args.data, args.transfer, args.fine_tune, train_choices_of(args).chosen())
 
 
 def fine_tune_options(args: argparse.Namespace) -> FineTuneOptions | None:
     """FineTuneOptions from --epochs, --batch-size, --lr under --fine-tune; None without --fine-tune."""
-    from cnnlab.train.fine_tune import FineTuneOptions
-
-    if not args.fine_tune:
-        return None
-    return FineTuneOptions(**{field: getattr(args, flag) for flag, field in FINE_TUNE_FLAGS.items()
-                              if getattr(args, flag) is not None})
+    return train_choices_of(args).fine_tune_options()
 
 
 def folder_options(args: argparse.Namespace) -> dict[str, Any]:
     """How to read an image folder (`load_folder`'s options) from the flags."""
     return {"image_size": args.image_size, "color": args.color, "stream": args.stream}
-
-
-def data_policy(args: argparse.Namespace) -> DataPolicy:
-    given = {field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items() if getattr(args, flag) is not None}
-    return DataPolicy(class_weight=args.class_weight, augment=args.augment, augment_options=given)
-
-
-def train_config(args: argparse.Namespace, recipe: dict[str, Any], data_chosen: dict[str, Any]) -> TrainConfig:
-    """The flags over the model's recipe and what the data called for (class weights, augmentation)."""
-    return recipe_config({**recipe, **data_chosen}, seed=args.seed, **train_choices(args))
 
 
 def train_choices(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,11 +198,6 @@ def _refuse_new_settings(args: argparse.Namespace) -> None:
 
 def _printer(quiet: bool):
     return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-
-
-def _folder_report(data: Any) -> list[str]:
-    report = getattr(data, "report", None)  # an image folder says what it found, chose and skipped
-    return report.lines() if report is not None else []
 
 
 def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, config: Any, out: Path,

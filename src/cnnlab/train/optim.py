@@ -34,10 +34,11 @@ def make_optimizer(params: Any, config: TrainConfig, device: torch.device = torc
 
 
 def make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.resolved_schedule == "onecycle":
-        # Short warm-up then a long cosine anneal: large early steps, a fine finish in few epochs.
+    if config.resolved_schedule == "onecycle" and total_steps >= 3:  # fewer: no room for a cycle, constant
+        # Short warm-up then a long cosine anneal: large early steps, a fine finish in few epochs. The warm-up
+        # lasts at least one step (OneCycleLR divides by its length).
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=config.peak_lr(), total_steps=total_steps, pct_start=0.2,
+            opt, max_lr=config.peak_lr(), total_steps=total_steps, pct_start=0.2 if total_steps > 5 else 2 / total_steps,
             div_factor=10, final_div_factor=100, cycle_momentum=config.optimizer == "sgd")
     if config.resolved_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)

@@ -21,8 +21,9 @@ from cnnlab.runs import model_file
 from cnnlab.spec import zoo
 from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict
-from cnnlab.train.config import TrainConfig, recipe_config
+from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import OPTIMIZERS
+from cnnlab.train.plan import TrainChoices, TrainPlan, plan_training
 from cnnlab.web import predict_route
 from cnnlab.web.batch import Batcher, Overloaded
 from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
@@ -44,14 +45,24 @@ class SpecRequest(BaseModel):
     data: str = Field("mnist", description="dataset name from GET /api/train/options (gives the input shape)")
 
 
-class TrainRequest(SpecRequest):
-    epochs: int = Field(2, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=4096)  # until cnnlab.spec.memory can budget a request
-    optimizer: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
-    lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: one-cycle schedule")
+class PlanRequest(BaseModel):
+    """A training request's choices; a value left out (null) is not given, so the plan decides it as
+    `cnnlab train` does without the flag (`cnnlab.train.plan`)."""
+    data: str = Field("mnist", description="dataset name from GET /api/train/options")
+    model: str | None = Field(None, min_length=1, max_length=20_000,
+                              description="zoo name, JSON layer list or compact spec; none: the plan's (seed CNN, "
+                                          "or the pretrained backbone for a folder of photos)")
+    epochs: int | None = Field(None, ge=1, le=1000)
+    batch_size: int | None = Field(None, ge=1, le=4096)  # until cnnlab.spec.memory can budget a request
+    optimizer: Literal[OPTIMIZERS] | None = None  # type: ignore[valid-type]
+    lr: float | None = Field(None, gt=0, le=10, description="constant learning rate; none: the recipe's schedule")
     limit_train: int | None = Field(None, ge=1, description="train on the first N training images only")
     limit_test: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
-    seed: int | None = 0
+    seed: int = Field(0, ge=0)
+
+
+class TrainRequest(PlanRequest):
+    pass
 
 
 class ErrorReply(BaseModel):
@@ -65,7 +76,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/explain/gradcam"): (404, 422),
     ("GET", "/api/model"): (404,), ("POST", "/api/model"): (404, 422),
     ("GET", "/api/model/examples"): (404, 422, 501), ("POST", "/api/spec"): (404, 422, 501),
-    ("POST", "/api/train"): (404, 409, 422, 501), ("POST", "/api/train/stop"): (409,)}
+    ("POST", "/api/train"): (404, 409, 422, 501), ("POST", "/api/train/plan"): (404, 422, 501),
+    ("POST", "/api/train/stop"): (409,)}
 GUARD_ERRORS = {"GET": (400,), "POST": (400, 403, 408, 411, 413)}  # Host; Origin, body time, length, size
 STATUS_TEXT = {400: "bad request (Host header, malformed or too deeply nested body)", 403: "request from another site's page",
                404: "no such run, dataset or image; or no model served", 408: "the body took over 10 s to arrive",
@@ -106,6 +118,19 @@ class ServerState:
         if self._served is None:
             raise NotFound("no model is being served: train one on the Train tab, or start `cnnlab serve RUN`")
         return self._served
+
+    def plan(self, req: PlanRequest) -> TrainPlan:
+        """The request's training plan, made by the rule `cnnlab train` uses (`cnnlab.train.plan`)."""
+        folder = self.data.folders.get(req.data)
+        if folder is None:
+            self.data.check(req.data)
+        choices = TrainChoices(data=str(folder) if folder is not None else req.data, model=req.model,
+                               model_is_text=True, seed=req.seed, epochs=req.epochs, batch_size=req.batch_size,
+                               optimizer=req.optimizer, lr=req.lr, subset=req.limit_train, limit_test=req.limit_test)
+        plan = plan_training(choices, load=lambda _: self.data.load(req.data))
+        if plan.spec is not None and (total := summary_dict(plan.spec)["total_params"]) > MAX_TRAIN_PARAMS:
+            raise ValueError(f"{total:,} parameters is over this server's limit of {MAX_TRAIN_PARAMS:,}")
+        return plan
 
     def spec(self, req: SpecRequest) -> tuple[ModelSpec, dict[str, Any]]:
         """The request's model for its dataset, or SpecError/ValueError saying what is wrong."""
@@ -193,16 +218,17 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         spec, _ = state.spec(req)
         return {"summary": summary_dict(spec), "json": spec.to_dict(), "compact": compact.format(spec)}
 
+    @app.post("/api/train/plan", responses=_responses("POST", "/api/train/plan"),
+              summary="what a training request would do (transfer or from scratch, recipe, length) and why")
+    def plan(req: PlanRequest) -> dict[str, Any]:
+        return state.plan(req).to_dict()
+
     @app.post("/api/train", responses=_responses("POST", "/api/train"), status_code=202, summary="start training (one job at a time; 409 when busy)")
     def train(req: TrainRequest) -> dict[str, Any]:
         if state.trainer.job is not None and state.trainer.job.state == "running":
             raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
-        spec, recipe = state.spec(req)
-        config = recipe_config(recipe, seed=req.seed, epochs=req.epochs, batch_size=req.batch_size,
-                               optimizer=req.optimizer, lr=req.lr)
-        data = state.data.load(req.data).subset(req.limit_train, req.limit_test)
-        label = req.model.strip() if req.model.strip() in zoo.ZOO else "custom"
-        job = state.trainer.start(data, spec, config, state.runs.new_folder(req.data, label), label)
+        plan = state.plan(req)
+        job = state.trainer.start(plan, state.runs.new_folder(req.data, plan.model_name))
         return {"job": job.id, "run": job.run.name, "events": "/api/train/events"}
 
     @app.get("/api/train", responses=_responses("GET", "/api/train"), summary="the current (or last) training job and its events so far")

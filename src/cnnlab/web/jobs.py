@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.datasets.dataset import Dataset
 from cnnlab.runs import run_folder
-from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.memory import check_memory
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.fit import History
+from cnnlab.train.plan import TrainPlan, plan_training
+from cnnlab.train.transfer import train_photos
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
@@ -51,8 +51,19 @@ class Job:
         return last if last in FINAL else "running"
 
 
+def _start_info(plan: TrainPlan) -> dict[str, Any]:
+    """What the page shows when a job starts; a transfer job's length is decided as it goes (None)."""
+    data, config = plan.data, plan.config
+    return {"data": data.name if data is not None else Path(plan.choices.data).name, "model": plan.model_name,
+            "transfer": plan.transfer, "epochs": config.epochs if config else None,
+            "batch_size": config.batch_size if config else None,
+            "train_images": len(data.x_train) if data is not None else None,
+            "test_images": len(data.x_test) if data is not None else None}
+
+
 class Trainer:
-    """Starts `run_folder.train_run` in a thread, refusing a second job while one runs."""
+    """Runs a training plan in a thread (`run_folder.train_run`, or `train_photos` for a transfer plan),
+    refusing a second job while one runs."""
 
     def __init__(self) -> None:
         self.job: Job | None = None
@@ -60,21 +71,47 @@ class Trainer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def start(self, data: Dataset, spec: ModelSpec, config: TrainConfig, out: Path, model_name: str) -> Job:
-        check_memory(spec, config.batch_size, True, "training")  # refused with a 400, before a thread starts
+    def start(self, plan: TrainPlan, out: Path) -> Job:
+        """Run `plan` (`cnnlab.train.plan`) into run folder `out` in a thread; Busy while another job runs."""
+        if not plan.transfer:
+            assert plan.spec is not None and plan.config is not None
+            check_memory(plan.spec, plan.config.batch_size, True, "training")  # refused before a thread starts
         with self._lock:
             if self.job is not None and self.job.state == "running":
                 raise Busy(f"busy: run {self.job.run.name} is training; stop it or wait until it finishes")
             job = Job(next(self._ids), out)
-            job.emit("start", run=out.name, data=data.name, model=model_name, epochs=config.epochs,
-                     batch_size=config.batch_size, train_images=len(data.x_train), test_images=len(data.x_test))
+            job.emit("start", run=out.name, **_start_info(plan))
+            for line in plan.reasons:
+                job.emit("log", line=line)
             self.job = job
-            self._thread = threading.Thread(target=self._work, args=(job, data, spec, config, model_name),
-                                            name=f"cnnlab-train-{job.id}", daemon=True)
+            self._thread = threading.Thread(target=self._work, args=(job, plan), name=f"cnnlab-train-{job.id}",
+                                            daemon=True)
             self._thread.start()
             return job
 
-    def _work(self, job: Job, data: Dataset, spec: ModelSpec, config: TrainConfig, model_name: str) -> None:
+    def _work(self, job: Job, plan: TrainPlan) -> None:
+        try:
+            if plan.transfer:
+                result = train_photos(plan.choices.data, job.run, seed=plan.choices.seed, color=plan.choices.color,
+                                      fine_tune_options=plan.choices.fine_tune_options(),
+                                      say=lambda line: job.emit("log", line=line))
+                if result is None:  # the photos turned out gray: from scratch, as the CLI does
+                    plan = plan_training(plan.choices, gray=True)
+                    for line in plan.reasons:
+                        job.emit("log", line=line)
+            if not plan.transfer:
+                result = self._train(job, plan)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job; the page shows why
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            job.emit("error", error=message)
+            return
+        assert result is not None
+        folder, history, evaluation = result
+        job.emit("done", run=folder.name, epochs=len(history.epoch), stopped=job.stop_requested.is_set(),
+                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+
+    @staticmethod
+    def _train(job: Job, plan: TrainPlan) -> tuple[Path, History, run_folder.Evaluation | None]:
         def on_step(epoch: int, step: int, logs: dict[str, float]) -> None:
             job.emit("step", epoch=epoch + 1, step=step, steps=int(logs["steps"]),
                      loss=logs["loss"], accuracy=logs["accuracy"])
@@ -82,17 +119,12 @@ class Trainer:
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             job.emit("epoch", epoch=epoch + 1, **logs)
 
+        data, config = plan.data, plan.config
+        assert data is not None and plan.spec is not None and config is not None
         steps = math.ceil(len(data.x_train) / config.batch_size)
-        try:
-            folder, history, evaluation = run_folder.train_run(
-                data, spec, config, job.run, model_name=model_name, on_step=on_step, on_epoch=on_epoch,
-                should_stop=job.stop_requested.is_set, step_every=max(1, steps // POINTS_PER_EPOCH))
-        except Exception as exc:  # noqa: BLE001 - any failure ends the job; the page shows why
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            job.emit("error", error=message)
-            return
-        job.emit("done", run=folder.name, epochs=len(history.epoch), stopped=job.stop_requested.is_set(),
-                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+        return run_folder.train_run(data, plan.spec, config, job.run, model_name=plan.model_name, on_step=on_step,
+                                    on_epoch=on_epoch, should_stop=job.stop_requested.is_set,
+                                    step_every=max(1, steps // POINTS_PER_EPOCH))
 
     def stop(self) -> Job:
         with self._lock:

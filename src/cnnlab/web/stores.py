@@ -80,13 +80,17 @@ class DataStore:
         return rows + [{"name": name, "kind": "folder", "description": f"image folder {path}"}
                        for name, path in self.folders.items()]
 
-    def load(self, name: str) -> Dataset:
-        """A dataset offered by `options`, by name."""
-        if name in self.folders:
-            return self._load(str(self.folders[name]), None)
-        if name not in {row["name"] for row in self.options()}:
+    def check(self, name: str) -> None:
+        """NotFound unless `options` offers a dataset called `name`."""
+        if name not in self.folders and name not in {row["name"] for row in self.options()}:
             known = ", ".join(row["name"] for row in self.options())
             raise NotFound(f"unknown dataset {name!r}; this server offers {known}")
+
+    def load(self, name: str) -> Dataset:
+        """A dataset offered by `options`, by name."""
+        self.check(name)
+        if name in self.folders:
+            return self._load(str(self.folders[name]), None)
         return self._load(name, None)
 
     def for_run(self, run: Path, preprocessing: dict[str, Any]) -> Dataset:

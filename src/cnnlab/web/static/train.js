@@ -19,10 +19,32 @@ export async function loadOptions() {
   }
   $("#t-data").replaceChildren(...options.datasets.map((d) => el("option", { value: d.name, text: `${d.name} (${d.kind})` })));
   $("#t-zoo").replaceChildren(...options.zoo.map((z) => el("option", { value: z.name, text: z.name, title: z.description })));
-  $("#t-opt").replaceChildren(...options.optimizers.map((o) => el("option", { value: o, text: o })));
-  $("#t-epochs").value = options.defaults.epochs;
-  $("#t-batch").value = options.defaults.batch_size;
+  $("#t-opt").replaceChildren(el("option", { value: "", text: "(the plan's)" }),
+    ...options.optimizers.map((o) => el("option", { value: o, text: o })));
   checkSpec();
+}
+
+// The form shows the plan the server would follow for this data and model (as `cnnlab train` would);
+// only what the user changes from it is sent, so an untouched form trains exactly that plan.
+let planned = {};
+const PLANNED = { epochs: "#t-epochs", batch_size: "#t-batch", optimizer: "#t-opt", lr: "#t-lr" };
+
+async function loadPlan() {
+  const text = modelText();
+  try {
+    const plan = await postJSON("/api/train/plan", { data: $("#t-data").value, model: text });
+    if (text !== modelText()) return;
+    const train = plan.train || {}, before = planned;
+    planned = {};
+    for (const [key, sel] of Object.entries(PLANNED)) {
+      planned[key] = train[key] == null ? "" : String(train[key]);
+      if ($(sel).value === (before[key] ?? "")) $(sel).value = planned[key];  // what the user typed stays
+    }
+    $("#t-plan").textContent = (plan.transfer ? "plan: the pretrained backbone (ImageNet) with a new head. " : "") +
+      plan.reasons.join(" ");
+  } catch (err) {
+    $("#t-plan").textContent = "";
+  }
 }
 
 const modelText = () =>
@@ -48,6 +70,7 @@ async function checkSpec() {
     $("#spec-error").textContent = "";
     $("#t-spec").classList.remove("invalid");
     summaryTable($("#spec-summary"), res.summary);
+    loadPlan();
   } catch (err) {
     if (text !== modelText()) return;
     specOk = false;
@@ -63,10 +86,12 @@ const numberOrNull = (sel) => ($(sel).value.trim() === "" ? null : Number($(sel)
 $("#train-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("#train-error").textContent = "";
-  const body = { data: $("#t-data").value, model: modelText(), epochs: numberOrNull("#t-epochs"),
-    batch_size: numberOrNull("#t-batch"), optimizer: $("#t-opt").value, lr: numberOrNull("#t-lr"),
+  const body = { data: $("#t-data").value, model: modelText(),
     limit_train: numberOrNull("#t-limit-train"), limit_test: numberOrNull("#t-limit-test") };
-  for (const k of ["epochs", "batch_size"]) if (body[k] === null) delete body[k];
+  for (const [key, sel] of Object.entries(PLANNED)) {  // sent only when changed from the plan
+    const value = $(sel).value.trim();
+    if (value !== "" && value !== planned[key]) body[key] = key === "optimizer" ? value : Number(value);
+  }
   try {
     await postJSON("/api/train", body);
     follow();
@@ -113,12 +138,15 @@ export function follow() {
     $("#t-start").disabled = !specOk;
   };
   on("start", (e) => {
-    liveEpochs = e.epochs;
+    liveEpochs = e.epochs || 1;
     drawLive();
-    $("#train-status").textContent = `training ${e.model} on ${e.train_images.toLocaleString("en")} ${e.data} images, ` +
-      `${e.epochs} epoch${e.epochs === 1 ? "" : "s"}, batch ${e.batch_size} → run ${e.run}`;
+    $("#train-status").textContent = e.transfer
+      ? `training ${e.model} (pretrained) + a new head on ${e.data} → run ${e.run}`
+      : `training ${e.model} on ${e.train_images.toLocaleString("en")} ${e.data} images, ` +
+        `${e.epochs} epoch${e.epochs === 1 ? "" : "s"}, batch ${e.batch_size} → run ${e.run}`;
     log(`run ${e.run}`);
   });
+  on("log", (e) => log(e.line));
   on("step", (e) => {
     const x = e.epoch - 1 + e.step / e.steps;
     live.loss.push([x, e.loss]);
