@@ -331,3 +331,35 @@ def test_a_photo_model_takes_photos_and_shows_where_it_looked(browser, photo_ser
         pg.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
         settled(pg)
         pg.wait_for_function("(want) => document.querySelector('#top-class').textContent === want", arg=top)
+
+
+# --- a folder of photos offered to `cnnlab serve --data`, trained from the Train tab ------------------
+def test_a_photo_folder_trains_the_pretrained_backbone_from_the_train_tab(browser, trained, tmp_path, monkeypatch):
+    """The page's default plan for a photo folder is the CLI's: the pretrained backbone, the same accuracy."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import photo_support
+
+    from cnnlab.cli import commands as cli
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "cache"))
+    folder = photo_support.photo_folder(tmp_path / "pets_and_coffee",
+                                        {"cat": skimage_data.chelsea(), "coffee": skimage_data.coffee()},
+                                        n_train=8, n_test=4)
+    assert cli.main(["train", "--data", str(folder), "--out", str(tmp_path / "cli-run"), "--quiet"]) == 0
+    by_cli = json.loads((tmp_path / "cli-run" / "metrics.json").read_text())
+    runs_dir = web_support.runs_dir_with_tiny_run(tmp_path / "web", trained)
+    with serving(create_app(runs_dir=runs_dir, data_dirs=[folder])) as base, opened(browser, base) as page:
+        page.click("nav button[data-view=train]")
+        page.select_option("#t-data", folder.name)
+        page.wait_for_function("() => document.querySelector('#t-plan').textContent.includes('pretrained')")
+        assert page.input_value("#t-epochs") == "" and page.input_value("#t-opt") == ""  # the plan sets no epochs
+        page.click("#t-start")
+        page.wait_for_selector("#train-status button", timeout=300_000)
+        status = page.text_content("#train-status")
+        assert "saved run" in status and "head: Dense(2, softmax)" in page.text_content("#train-log")
+        run = status.split("saved run ")[1].split(":")[0]
+    by_web = json.loads((runs_dir / run / "metrics.json").read_text())
+    assert by_web["test_accuracy"] == by_cli["test_accuracy"] and by_web["n_test"] == by_cli["n_test"] == 8
+    assert by_web["confusion_matrix"] == by_cli["confusion_matrix"]
+    config = json.loads((runs_dir / run / "config.json").read_text())
+    assert config["model"] == "efficientnet_lite0-transfer" and config["spec"]["layers"][0]["type"] == "EfficientNetLite0"
+    assert f"{by_web['test_accuracy'] * 100:.1f}%" in status
