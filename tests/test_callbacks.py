@@ -73,3 +73,26 @@ def test_learning_rate_scheduler_and_stop_training():
     h = model.fit(x, y, epochs=5, verbose=0, device="cpu",
                   callbacks=[callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1)), StopAfterTwo()])
     assert h.history["learning_rate"] == pytest.approx([0.1, 0.05])
+
+
+@pytest.mark.parametrize("patience,min_delta", [(0, 0.0), (1, 0.0), (2, 0.015), (3, 0.0), (1, 0.05)])
+@pytest.mark.parametrize("monitor,sign", [("val_loss", 1.0), ("val_accuracy", -1.0)])
+def test_fit_and_the_keras_callback_share_one_rule(patience, min_delta, monitor, sign):
+    """fit's early stopping (tolerates `patience` epochs, stops on the next) decides as real Keras does with
+    patience + 1, min_delta and the monitor's direction included: one keep-best rule."""
+    import keras
+    import torch
+
+    from cnnlab.train.early_stopping import KeepBest
+
+    stopper, module = KeepBest(monitor, patience, restore_best_weights=False, min_delta=min_delta), torch.nn.Linear(1, 1)
+    ours = next((epoch for epoch, value in enumerate(VAL_LOSSES)
+                 if stopper.update(epoch + 1, {monitor: sign * value}, module)), None)
+    mode = "min" if sign > 0 else "max"
+    cb = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience + 1, min_delta=min_delta, mode=mode)
+    model = _Dummy()
+    cb.set_model(model)
+    cb.on_train_begin({})
+    theirs = next((epoch for epoch, value in enumerate(VAL_LOSSES)
+                   if cb.on_epoch_end(epoch, {monitor: sign * value}) or model.stop_training), None)
+    assert ours == theirs

@@ -10,7 +10,7 @@ from cnnlab.spec import zoo
 from cnnlab.spec.build import build, keras_init_
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import to_device_images
-from cnnlab.train.early_stopping import EarlyStopping
+from cnnlab.train.early_stopping import KeepBest
 from cnnlab.train.fit import fit
 
 
@@ -109,15 +109,15 @@ def test_early_stopping_restores_best_weights(small):
 
 
 def test_early_stopping_counts_patience_on_the_monitored_value():
-    stopper = EarlyStopping("val_accuracy", patience=1)
+    stopper = KeepBest("val_accuracy", patience=1)
     module = torch.nn.Linear(1, 1)
     stops = [stopper.update(epoch, {"val_accuracy": acc}, module)
              for epoch, acc in enumerate([0.5, 0.7, 0.6, 0.8, 0.79, 0.78], start=1)]
     assert stops == [False, False, False, False, False, True]  # higher is better for accuracies
     assert stopper.best_epoch == 4 and stopper.best == -0.8
-    assert not EarlyStopping("val_loss", patience=None).update(1, {}, module)  # off: nothing is monitored
+    assert not KeepBest("val_loss", patience=None).update(1, {}, module)  # off: nothing is monitored
     with pytest.raises(ValueError, match="no validation data"):
-        EarlyStopping("val_loss", patience=2).update(1, {"loss": 1.0}, module)
+        KeepBest("val_loss", patience=2).update(1, {"loss": 1.0}, module)
 
 
 def test_non_finite_images_are_refused_before_training(small):

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from cnnlab.train.early_stopping import Improvement, monitor_mode
+
 
 class Callback:
     """Base class: override the hooks you need; `self.model` and `self.params` are set by fit."""
@@ -36,29 +38,26 @@ class Callback:
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
 
 
-def _monitor_sign(monitor: str, mode: str, what: str) -> float:
-    """+1 when higher is better, -1 when lower is; "auto" means max for accuracies, min otherwise (Keras)."""
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"{what} mode must be 'auto', 'min' or 'max', got {mode!r}")
-    if mode == "auto":
-        return 1.0 if ("acc" in monitor or "auc" in monitor) else -1.0
-    return 1.0 if mode == "max" else -1.0
-
-
 class _Monitor:
-    """The best value of a monitored log, Keras's improvement test: better by more than min_delta."""
+    """A monitored log under the one keep-best rule (`cnnlab.train.early_stopping.Improvement`)."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float, what: str):
-        self.monitor, self.sign, self.min_delta = monitor, _monitor_sign(monitor, mode, what), abs(min_delta)
-        self.best = -math.inf
+        self.monitor = monitor
+        self.rule = Improvement(monitor_mode(monitor, mode, what), min_delta)
 
     def value(self, logs: dict[str, float] | None) -> float | None:
         if not logs or self.monitor not in logs:
             return None
-        return self.sign * float(logs[self.monitor])  # higher is better from here on
+        return float(logs[self.monitor])
 
-    def improves(self, value: float) -> bool:
-        return value - self.min_delta > self.best
+    @property
+    def best(self) -> float:
+        """The best value so far in the log's units; Keras's starting infinity before the first."""
+        best = self.rule.best_value
+        return best if best is not None else (math.inf if self.rule.mode == "min" else -math.inf)
+
+    def reset(self) -> None:
+        self.rule.best, self.rule.waited = None, 0
 
 
 class EarlyStopping(Callback):
@@ -71,17 +70,21 @@ class EarlyStopping(Callback):
         self.monitor, self.patience, self.verbose = monitor, patience, verbose
         self.restore_best_weights, self.start_from_epoch = restore_best_weights, start_from_epoch
         self._rule = _Monitor(monitor, mode, min_delta, "EarlyStopping")
-        self.baseline = None if baseline is None else self._rule.sign * baseline
-        self.wait, self.stopped_epoch, self.best_epoch = 0, 0, 0
+        self.baseline = baseline
+        self.stopped_epoch, self.best_epoch = 0, 0
         self.best_weights: dict[str, Any] | None = None
 
     @property
     def best(self) -> float:
-        return self._rule.sign * self._rule.best
+        return self._rule.best
+
+    @property
+    def wait(self) -> int:
+        return self._rule.rule.waited
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self.wait, self.stopped_epoch, self.best_epoch, self.best_weights = 0, 0, 0, None
-        self._rule.best = -math.inf
+        self.stopped_epoch, self.best_epoch, self.best_weights = 0, 0, None
+        self._rule.reset()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         value = self._rule.value(logs)
@@ -89,15 +92,19 @@ class EarlyStopping(Callback):
             return
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights, self.best_epoch = _weights(self.model), epoch
-        self.wait += 1
-        if self._rule.improves(value):
-            self._rule.best, self.best_epoch = value, epoch
+        rule = self._rule.rule
+        waited = rule.waited
+        if rule.update(value):
+            self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = _weights(self.model)
-            if self.baseline is None or value - self._rule.min_delta > self.baseline:
-                self.wait = 0
+            if self.baseline is not None and not Improvement(rule.mode, rule.min_delta,
+                                                             rule.lower_is_better(self.baseline)).improves(value):
+                rule.waited = waited + 1  # a new best that misses the baseline does not reset the wait (Keras)
             return
-        if self.wait >= self.patience and epoch > 0:
+        # Keras counts the epoch that stops: `patience` epochs without improvement end it (fit's --early-stopping
+        # tolerates `patience` and stops on the next)
+        if rule.waited >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -130,11 +137,11 @@ class ModelCheckpoint(Callback):
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self._rule = _Monitor(monitor, mode, 0.0, "ModelCheckpoint")
         if initial_value_threshold is not None:
-            self._rule.best = self._rule.sign * initial_value_threshold
+            self._rule.rule.best = self._rule.rule.lower_is_better(initial_value_threshold)
 
     @property
     def best(self) -> float:
-        return self._rule.sign * self._rule.best
+        return self._rule.best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
@@ -144,11 +151,10 @@ class ModelCheckpoint(Callback):
             if value is None:
                 raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, which the logs do not have "
                                  f"(they have {', '.join(logs)}); give validation_data or monitor 'loss'")
-            if not self._rule.improves(value):
+            if not self._rule.rule.update(value):
                 return
             if self.verbose > 0:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved to {float(logs[self.monitor]):.5f}, saving {path}")
-            self._rule.best = value
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if self.save_weights_only:
             self.model.save_weights(path)
@@ -170,7 +176,8 @@ class ReduceLROnPlateau(Callback):
         self.wait, self.cooldown_counter = 0, 0
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self.wait, self.cooldown_counter, self._rule.best = 0, 0, -math.inf
+        self.wait, self.cooldown_counter = 0, 0
+        self._rule.reset()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -181,9 +188,9 @@ class ReduceLROnPlateau(Callback):
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if self._rule.improves(value):
-            self._rule.best, self.wait = value, 0
-        elif self.cooldown_counter == 0:
+        if self._rule.rule.update(value):
+            self.wait = 0
+        elif self.cooldown_counter == 0:  # Keras's plateau count pauses while cooling down
             self.wait += 1
             if self.wait >= self.patience:
                 old = self.model.learning_rate

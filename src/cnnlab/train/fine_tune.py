@@ -24,6 +24,7 @@ from cnnlab.backbones.inference import optimize_for_inference
 from cnnlab.backbones.preprocess import from_unit
 from cnnlab.spec.memory import memory_limit
 from cnnlab.train.augment import random_resized_crop
+from cnnlab.train.early_stopping import Improvement
 from cnnlab.train.fit import loss_and_accuracy
 
 MIN_EPOCHS, MAX_EPOCHS = 2, 10
@@ -130,13 +131,14 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
     torch.manual_seed(seed)
     before = _evaluate(net, split, dense, val_batches, val)
     best, kept, snapshot = before, 0, [p.detach().clone() for p in trained]
+    keep = Improvement("min", MIN_GAIN, best=before[0])  # the one keep-best rule, on the validation loss
     head_only = snapshot
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [before[0]], "val_accuracy": [before[1]]}
     n = len(net.stages)
     unfrozen = (f"stage{'s' * (split + 1 < n)} {split + 1}{f'-{n}' * (split + 1 < n)} "
                 f"({sum(len(s) for s in net.stages[split:])} MBConv blocks) + head conv, "
                 f"{sum(p.numel() for p in weights):,} weights")
-    if before[0] < MIN_GAIN:  # no epoch could be kept: a loss is never below 0
+    if not keep.improves(0.0):  # no epoch could be kept: a loss is never below 0
         net.requires_grad_(False)
         say(f"fine-tune: skipped, the head alone already has val loss {before[0]:.4f} (accuracy {before[1]:.4f}) on "
             f"{where}, which no epoch can lower by {MIN_GAIN:g}; kept the head alone, backbone unchanged")
@@ -152,7 +154,7 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
         val_loss, val_acc = _evaluate(net, split, dense, val_batches, val)
         for key, value in (("loss", loss), ("accuracy", acc), ("val_loss", val_loss), ("val_accuracy", val_acc)):
             history[key].append(value)
-        better = val_loss < best[0] - MIN_GAIN
+        better = keep.update(val_loss)
         if better:
             best, kept, snapshot = (val_loss, val_acc), epoch, [p.detach().clone() for p in trained]
         say(f"fine-tune epoch {epoch}/{epochs}: loss {loss:.4f} accuracy {acc:.4f}  val_loss {val_loss:.4f} "

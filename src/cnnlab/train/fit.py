@@ -27,7 +27,7 @@ from cnnlab.spec.build import place
 from cnnlab.train.augment import augment_batch
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import HostBatches, batches, check_finite, eval_images, scale, targets_tensor
-from cnnlab.train.early_stopping import EarlyStopping
+from cnnlab.train.early_stopping import KeepBest
 from cnnlab.train.optim import make_optimizer, make_schedule
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     gen = torch.Generator().manual_seed(config.seed if config.seed is not None else torch.seed())
     step = _Stepper(dist.wrap(module) if dist else module, opt, sched, config, gen, device)  # DDP combines gradients
     history = History()
-    stopper = EarlyStopping(config.monitor, config.early_stopping_patience, config.restore_best_weights)
+    stopper = KeepBest(config.monitor, config.early_stopping_patience, config.restore_best_weights)
     resumed = checkpoint.attach(module, opt, sched, gen, history, steps_per_epoch) if checkpoint else None
     if resumed:
         stopper.restore(resumed)
@@ -201,7 +201,7 @@ def _validation_logs(module: nn.Module, val: tuple[Any, torch.Tensor] | None, co
     return {"val_loss": val_loss, "val_accuracy": val_acc}
 
 
-def _loop_state(epoch: int, step: int, sums: _EpochSums, stopper: EarlyStopping, finished: bool = False
+def _loop_state(epoch: int, step: int, sums: _EpochSums, stopper: KeepBest, finished: bool = False
                 ) -> dict[str, Any]:
     """What a checkpoint holds besides module, optimiser, schedule and generator (epochs done, steps into the next)."""
     return dict(epoch=epoch, step=step, order=sums.order if step else None, loss_sum=sums.loss_sum,
