@@ -10,6 +10,7 @@ import torch
 import cnnlab as keras_like
 from cnnlab import layers, optimizers
 from cnnlab.runs.predict import probabilities
+from cnnlab.train.config import RECIPES
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's own numpy-2 noise
@@ -63,7 +64,8 @@ def test_keras_default_rates_metric_names_and_fast_recipe(data):
     fast.compile(optimizer="adam", loss="binary_crossentropy", recipe="fast")
     h = fast.fit(x, y, epochs=2, verbose=0, device="cpu")
     assert h.history["learning_rate"][0] != pytest.approx(1e-3)  # one-cycle, peaking at 8e-3
-    assert fast._train_options.get("label_smoothing") is None and model._train_options["label_smoothing"] == 0.0
+    assert fast._train_options["label_smoothing"] == RECIPES["fast"]["label_smoothing"][0] == 0.1  # the table's
+    assert model._train_options["label_smoothing"] == 0.0
     with pytest.raises(ValueError, match="recipe"):
         fast.compile(recipe="slow")
 

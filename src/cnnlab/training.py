@@ -17,14 +17,13 @@ from cnnlab.datasets.arrays import as_images, as_labels
 from cnnlab.datasets.directory import ImageDataset
 from cnnlab.runs import model_file
 from cnnlab.spec.build import class_count, ends_in_sigmoid, ends_in_softmax, place
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import TrainConfig, recipe_fields
 from cnnlab.train.device_data import eval_images, targets_tensor
 from cnnlab.train.fit import History, evaluate_tensors, fit, predict_logits, resolve_device
 from cnnlab.train.optim import CONSTANT_LR
 
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy")
 METRICS = ("accuracy", "acc")
-RECIPES = ("keras", "fast")
 
 
 class Trainer:
@@ -45,17 +44,17 @@ class Trainer:
         """
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be 'keras' (Keras's constant rates) or 'fast' (cnnlab's one-cycle), got {recipe!r}")
+        # train.config.RECIPES: each recipe's table, with its reasons; fit's own arguments say how long
+        base = {k: v for k, v in recipe_fields(recipe).items() if k != "epochs"}
         for metric in metrics or []:
             if metric not in METRICS:
                 raise ValueError(f"the only metric is 'accuracy' (or 'acc'), got {metric!r}")
         self._loss = loss
         self._metric = (metrics or ["accuracy"])[0]
-        chosen = optimizers.get(optimizer).train_options()
-        if recipe == "keras":
-            chosen = {"schedule": "constant", "label_smoothing": 0.0, "momentum": 0.0, **chosen,
-                      "lr": chosen["lr"] or CONSTANT_LR[chosen["optimizer"]]}
+        given = optimizers.get(optimizer).train_options()
+        chosen = {**base, **given}
+        if recipe == "keras":  # a constant schedule needs its rate: the optimiser's Keras default
+            chosen["lr"] = given["lr"] or CONSTANT_LR[given["optimizer"]]
         if loss == "binary_crossentropy":
             chosen["loss"] = "binary"
         self._train_options = {**chosen, **options}

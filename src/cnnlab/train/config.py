@@ -5,8 +5,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from cnnlab.train import optim
 from cnnlab.train.augment import AugmentOptions
-from cnnlab.train.optim import CONSTANT_LR, ONECYCLE_PEAK, OPTIMIZERS, SCHEDULES
+from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
 LOSSES = ("categorical", "binary")  # softmax over K classes, or one sigmoid unit with 0/1 labels
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
@@ -16,23 +17,53 @@ MAX_BATCH = 1 << 20
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
+# Recipes as tables: each recipe's hyperparameters in one place, with the reason beside each.
+# "fast" is cnnlab's own: TrainConfig's defaults, what `cnnlab train`, the web page (cnnlab.train.plan) and
+# compile(recipe="fast") start from; a zoo model's recipe (spec.zoo) and the data's (train.data_recipe) go on top.
+RECIPES: dict[str, dict[str, tuple[Any, str]]] = {
+    "fast": {
+        "epochs": (1, "the seed CNN reaches 99% on MNIST in one pass with the schedule below"),
+        "batch_size": (128, "the seed CNN's measured sweet spot on CPU: big enough to be fast, small enough to learn in one epoch"),
+        "optimizer": ("adam", "forgiving of its rate; the lecture's choice"),
+        "momentum": (0.9, "SGD only: the usual heavy-ball value"),
+        "schedule": (None, "one-cycle (a short warm-up, then a long anneal), or constant when a rate is given"),
+        "label_smoothing": (0.1, "softer targets: better-calibrated probabilities and a little regularisation"),
+    },
+    "keras": {
+        "schedule": ("constant", "Keras's optimisers keep the rate they are given"),
+        "label_smoothing": (0.0, "Keras's sparse categorical cross-entropy does not smooth"),
+        "momentum": (0.0, "keras.optimizers.SGD has no momentum unless asked"),
+    },
+}
+
+
+def recipe_fields(name: str) -> dict[str, Any]:
+    """The TrainConfig fields recipe `name` sets (its table without the reasons)."""
+    if name not in RECIPES:
+        raise ValueError(f"recipe must be 'keras' (Keras's constant rates) or 'fast' (cnnlab's one-cycle), got {name!r}")
+    return {field: value for field, (value, _) in RECIPES[name].items()}
+
+
+_FAST = recipe_fields("fast")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Defaults are the recipe `cnnlab train` uses; see README "Training defaults".
+    """How to train. Defaults are the "fast" recipe (`RECIPES`) `cnnlab train` uses; see README "Training defaults".
 
     schedule None means: one-cycle when `lr` is not given, constant when it is, so an explicit
     learning rate is used exactly as given. One-cycle peaks (a short warm-up, then a long anneal, so
     the peak can sit far above a constant rate): Adam/AdamW 8e-3, measured on the seed CNN; SGD and
     RMSprop 3x their usual 0.01 and 1e-3, not tuned. Constant rates: Adam 1e-3, SGD 0.01, RMSprop 1e-3.
     """
-    epochs: int = 1
-    batch_size: int = 128
-    optimizer: str = "adam"
+    epochs: int = _FAST["epochs"]
+    batch_size: int = _FAST["batch_size"]
+    optimizer: str = _FAST["optimizer"]
     lr: float | None = None
-    momentum: float = 0.9  # SGD only
+    momentum: float = _FAST["momentum"]  # SGD only
     weight_decay: float = 0.0
-    schedule: str | None = None
-    label_smoothing: float = 0.1
+    schedule: str | None = _FAST["schedule"]
+    label_smoothing: float = _FAST["label_smoothing"]
     validation_split: float = 0.0
     shuffle: bool = True
     seed: int | None = 0
@@ -75,14 +106,10 @@ class TrainConfig:
 
     @property
     def resolved_schedule(self) -> str:
-        return self.schedule or ("constant" if self.lr is not None else "onecycle")
+        return optim.resolved_schedule(self)
 
     def peak_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.resolved_schedule == "onecycle":
-            return ONECYCLE_PEAK[self.optimizer]
-        return CONSTANT_LR[self.optimizer]
+        return optim.peak_lr(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
