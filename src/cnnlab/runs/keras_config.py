@@ -2,7 +2,7 @@
 
 Keras writes `{"module": "keras", "class_name": "Sequential", "config": {"name", "layers": [InputLayer,
 layer, ...], "build_input_shape"}, "build_config", "compile_config"}`; each layer is converted by
-`cnnlab.keras_layers.CONVERTERS`. Functional models are `cnnlab.runs.keras_graph`'s.
+`cnnlab.runs.keras_layers.CONVERTERS`. Functional models are `cnnlab.runs.keras_graph`'s.
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class KerasModel:
     class_names: list[str] | None = None
 
     def module(self) -> nn.Module:
-        """The torch module (logits, see `cnnlab.model`), weights loaded, in eval mode."""
+        """The torch module (logits, see `cnnlab.spec.build`), weights loaded, in eval mode."""
         module = build(self.spec)
         module.load_state_dict(self.state, strict=True)
         return module.eval()
@@ -57,7 +57,7 @@ def _child_tensors(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """A layer's parameters and buffers in Keras's variable order; torch's batch counter has no Keras twin."""
     children = dict(module.named_children())
     if name not in children:
-        raise ValueError(f"the module has no layer {name!r}; expected the module cnnlab.model.build(spec) makes. "
+        raise ValueError(f"the module has no layer {name!r}; expected the module cnnlab.spec.build.build(spec) makes. "
                          f"Received children: {', '.join(children) or 'none'}")
     child = children[name]
     return {k: t for k, t in child.state_dict().items() if not k.endswith("num_batches_tracked")}

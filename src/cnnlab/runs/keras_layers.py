@@ -3,7 +3,7 @@
 `CONVERTERS` maps a Keras class name to its converter. Weights go in Keras's own order (a layer's
 trainable variables, then its non-trainable ones: kernel, bias; gamma, beta, moving_mean,
 moving_variance), which is also the order of the parameters and buffers of the torch child that
-`cnnlab.model.build` makes for the layer. Shapes: Conv2D kernel Keras HWIO (kh, kw, in, out) <-> torch
+`cnnlab.spec.build.build` makes for the layer. Shapes: Conv2D kernel Keras HWIO (kh, kw, in, out) <-> torch
 OIHW; Dense kernel Keras (in, out) <-> torch (out, in).
 
 Flatten: Keras flattens (H, W, C) in HWC order, cnnlab's torch module flattens (C, H, W) in CHW order.

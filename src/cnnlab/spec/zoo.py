@@ -8,7 +8,6 @@ from typing import Any
 
 from cnnlab.spec import compact
 from cnnlab.spec.layers import AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ModelSpec, SpecError
-from cnnlab.train.augment import PRESETS
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ ZOO: dict[str, ZooModel] = {
                       "conv64k3nobias bn act:relu conv64k3nobias bn act:relu max2 drop0.2 flatten "
                       "dense256nobias bn act:relu drop0.3 dense10:softmax").layers,
         recipe={"epochs": 15, "batch_size": 128, "lr": 4e-3, "schedule": "onecycle", "label_smoothing": 0.1,
-                "optimizer": "adamw", "weight_decay": 5e-4, "augment": PRESETS["digits"]}),
+                "optimizer": "adamw", "weight_decay": 5e-4, "augment": "digits"}),
     "mlp": ZooModel(
         "a baseline without convolutions: Flatten, Dense 128, dropout, softmax (101,770 params on MNIST)",
         (Flatten(), Dense(128, activation="relu"), Dropout(0.2), Dense(10, activation="softmax"))),

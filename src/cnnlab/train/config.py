@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from cnnlab.train import optim
-from cnnlab.train.augment import AugmentOptions
+from cnnlab.train.augment import PRESETS, AugmentOptions
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
 LOSSES = ("categorical", "binary")  # softmax over K classes, or one sigmoid unit with 0/1 labels
@@ -139,6 +139,9 @@ def _check_class_weight_and_augment(config: TrainConfig) -> None:
         _check(len(weights) > 0 and all(math.isfinite(w) and w >= 0 for w in weights) and any(weights),
                "class_weight", config.class_weight, "finite weights >= 0, not all zero")
         object.__setattr__(config, "class_weight", weights)
+    if isinstance(config.augment, str):  # a preset by name, as a zoo recipe gives it
+        _check(config.augment in PRESETS, "augment", config.augment, "a preset: " + ", ".join(PRESETS))
+        object.__setattr__(config, "augment", PRESETS[config.augment])
     if isinstance(config.augment, dict):
         object.__setattr__(config, "augment", AugmentOptions(**config.augment))
     _check(config.augment is None or isinstance(config.augment, AugmentOptions), "augment", config.augment,

@@ -101,8 +101,6 @@ class TrainPlan:
     def to_dict(self) -> dict[str, Any]:
         """The plan as the web page shows it and pre-fills its form from."""
         train = self.config.to_dict() if self.config is not None else None
-        if train is not None and train.get("augment") is not None:
-            train["augment"] = self.config.augment.to_dict()  # type: ignore[union-attr]
         return {"transfer": self.transfer, "model": self.model_name, "reasons": list(self.reasons), "train": train}
 
 
