@@ -1,6 +1,6 @@
 """The web API for models of colour photos: a frozen EfficientNet-Lite0 with a new head, and `serve imagenet`.
 
-References: the core on the same inputs (load_model / zoo_model, to_model_input, explain.feature_maps and
+References: the core on the same inputs (load_model / pretrained_model, to_model_input, explain.feature_maps and
 explain.grad_cam), the backbone's own resize_and_crop, and the ImageNet labels of a real photo (skimage's
 chelsea is a cat: ImageNet classes 281-285).
 """
@@ -23,11 +23,11 @@ from web_api_support import error_of, upload  # noqa: E402
 
 from cnnlab import explain  # noqa: E402
 from cnnlab.backbones.preprocess import resize_and_crop  # noqa: E402
-from cnnlab.backbones.zoo import zoo_model  # noqa: E402
 from cnnlab.datasets.image_files import to_model_input  # noqa: E402
 from cnnlab.models import load_model  # noqa: E402
 from cnnlab.runs import model_file  # noqa: E402
 from cnnlab.runs.predict import class_probabilities  # noqa: E402
+from cnnlab.runs.pretrained import pretrained_model  # noqa: E402
 from cnnlab.spec import layers as L  # noqa: E402
 from cnnlab.spec.build import new_module  # noqa: E402
 from cnnlab.web.app import create_app  # noqa: E402
@@ -172,7 +172,7 @@ def test_serve_imagenet_is_predict_imagenet_on_the_page(imagenet_client):
     decoded = Image.open(io.BytesIO(jpeg(photo)))
     x = np.asarray(resize_and_crop(decoded, 224, 256))  # the backbone's own evaluation crop, not a stretch
     np.testing.assert_array_equal(pixels(body["input"]), x)
-    zoo = zoo_model("imagenet")  # what `cnnlab predict imagenet` runs
+    zoo = pretrained_model("imagenet")  # what `cnnlab predict imagenet` runs
     np.testing.assert_allclose(body["probabilities"], class_probabilities(zoo.module, x[None])[0], rtol=1e-4, atol=1e-6)
 
     cam = imagenet_client.get("/api/explain/gradcam", params={"image": body["image_id"]}).json()

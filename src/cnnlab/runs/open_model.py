@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from cnnlab.backbones.zoo import ZOO_RUNS, is_zoo_name, zoo_model
 from cnnlab.runs import model_file
 from cnnlab.runs.keras_file import load_keras
+from cnnlab.runs.pretrained import PRETRAINED, is_pretrained_name, pretrained_model
 from cnnlab.spec.build import build, class_count, place
 from cnnlab.spec.graph import AnySpec
 
@@ -64,19 +64,19 @@ def not_a_model(name: str | os.PathLike) -> model_file.ModelFileError:
     """The one error for a model argument that names nothing cnnlab can open."""
     return model_file.ModelFileError(
         f"no model at {str(name)!r}: expected a run folder (runs/NAME), a .safetensors or .keras file, "
-        f"or a pretrained name ({', '.join(ZOO_RUNS)})")
+        f"or a pretrained name ({', '.join(PRETRAINED)})")
 
 
 def names_a_model(text: str | os.PathLike) -> bool:
     """Whether a `--model` argument names a model to open rather than a spec to build (a zoo name such as
     `seed`, a JSON file, a compact spec): a pretrained name, a folder, or a `.safetensors`/`.keras` path."""
-    return is_zoo_name(text) or Path(text).suffix in (".safetensors", ".keras") or Path(text).is_dir()
+    return is_pretrained_name(text) or Path(text).suffix in (".safetensors", ".keras") or Path(text).is_dir()
 
 
 def open_model(name: str | os.PathLike) -> OpenedModel:
     """Open a run folder, `.safetensors` file, `.keras` file or pretrained name (see the module docstring)."""
-    if is_zoo_name(name):
-        zoo = zoo_model(str(name))
+    if is_pretrained_name(name):
+        zoo = pretrained_model(str(name))
         opened = OpenedModel(zoo.spec, zoo.module.state_dict(), zoo.class_names, zoo.preprocessing,
                              name=zoo.name, pretrained=zoo.name)
         opened._module = zoo.module

@@ -7,10 +7,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from cnnlab.backbones.zoo import describe_zoo, is_zoo_name
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.registry import describe_all, load_any
 from cnnlab.runs import model_file, run_folder
+from cnnlab.runs.pretrained import describe_pretrained, is_pretrained_name
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 USABLE = ("available", "downloaded")  # describe_all statuses that need no download
@@ -34,7 +34,7 @@ class RunStore:
     def list(self) -> list[dict[str, Any]]:
         rows = run_folder.list_runs(self.root)
         if self.extra is not None and not any(r["name"] == self.extra.name for r in rows):
-            rows.insert(0, describe_zoo(str(self.extra)) if is_zoo_name(self.extra) else
+            rows.insert(0, describe_pretrained(str(self.extra)) if is_pretrained_name(self.extra) else
                         run_folder.describe_run(self.extra) if self.extra.is_dir() else {"name": self.extra.name})
         return rows
 
