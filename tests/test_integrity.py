@@ -11,6 +11,7 @@ from safetensors.torch import save as st_save
 from cnnlab.runs import model_file
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import build
+from cnnlab.tensor_file import tensor_digest
 from cnnlab.train.checkpoints import CHECKPOINT_FILE, RUN_FILE, Checkpointer, partial_folder
 
 SPEC = L.ModelSpec([L.Flatten(), L.Dense(3)], (4, 4, 1))
@@ -35,7 +36,7 @@ def test_model_file_round_trip_carries_a_digest(tmp_path):
     path = _save(tmp_path)
     raw = path.read_bytes()
     meta = json.loads(json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]["cnnlab"])
-    assert meta["sha256"] == model_file.tensor_digest(model_file.read_model(path).state)
+    assert meta["sha256"] == tensor_digest(model_file.read_model(path).state)
 
 
 def test_altered_weights_are_refused_naming_the_file(tmp_path):

@@ -5,7 +5,6 @@ Nothing is ever pickled or unpickled: a model file from a stranger is tensors pl
 from __future__ import annotations
 
 import csv
-import hashlib
 import io as _io
 import json
 import os
@@ -14,24 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from cnnlab.errors import ModelFileError
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
 from cnnlab.spec.build import build, class_count, place
 from cnnlab.spec.graph import AnySpec, spec_from_dict
 from cnnlab.spec.layers import SpecError
 from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict
+from cnnlab.tensor_file import check_tensors, read_safetensors, tensor_digest
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 MNIST_STYLE_DATA = ("mnist", "emnist-digits")  # digit sets whose new images predict centres as MNIST's were
-
-
-class ModelFileError(ValueError):
-    """A model file or run folder is missing, damaged, or not a cnnlab model."""
 
 
 @dataclass
@@ -60,27 +55,6 @@ def model_bytes(spec: AnySpec, module: torch.nn.Module, class_names: list[str],
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     meta["sha256"] = tensor_digest(state)
     return st_save(state, metadata={"cnnlab": json.dumps(meta)})
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order: the file's integrity check."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def check_tensors(tensors: dict[str, torch.Tensor], expected: str | None, where: str) -> None:
-    """ModelFileError when the digest differs from `expected` (None: a file written before digests, not
-    checked) or when a floating-point tensor holds NaN or infinity (naming the tensor)."""
-    if expected is not None and tensor_digest(tensors) != expected:
-        raise ModelFileError(f"{where}: the tensors do not match the file's SHA-256: the file is damaged or was altered")
-    for name in sorted(tensors):
-        t = tensors[name]
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ModelFileError(f"{where}: tensor {name!r} holds NaN or infinite values; refusing to load it")
 
 
 def model_preprocessing(input_shape: Any, data: str | None = None) -> dict[str, Any]:
@@ -115,18 +89,6 @@ def model_path(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise ModelFileError(f"no model at {str(path)!r}: expected a run folder (runs/NAME) or a .safetensors file")
     return path
-
-
-def read_safetensors(raw: bytes, where: str, what: str = "safetensors file"
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, the header's string metadata) of a safetensors file's bytes; ModelFileError when damaged."""
-    try:
-        tensors = st_load(raw)
-        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-        metadata = header.get("__metadata__") or {}
-    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError, AttributeError) as exc:
-        raise ModelFileError(f"{where}: not a readable {what} ({exc})") from None
-    return tensors, metadata
 
 
 def read_model(path: str | os.PathLike) -> SavedModel:

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.registry import load_any
+from cnnlab.errors import ModelFileError
 from cnnlab.runs import run_folder
-from cnnlab.runs.model_file import ModelFileError
 from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.summary import summary_dict
 from cnnlab.train.checkpoints import Checkpointer, TrainingInterrupted, final_folder, partial_folder, position

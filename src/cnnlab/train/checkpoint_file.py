@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from cnnlab.runs.model_file import ModelFileError, check_tensors, read_safetensors, tensor_digest
+from cnnlab.errors import ModelFileError
+from cnnlab.tensor_file import check_tensors, read_safetensors, tensor_digest
 
 FORMAT_VERSION = 1
 META_KEY = "cnnlab.train.checkpoints"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
+from cnnlab.errors import ModelFileError
 from cnnlab.fsutil import atomic_write_bytes, atomic_write_text
-from cnnlab.runs.model_file import ModelFileError
 from cnnlab.train.checkpoint_file import LoopState, checkpoint_bytes, load_optimizer, prefixed, read_checkpoint
 from cnnlab.train.reproducible import rng_state, set_rng_state
 
