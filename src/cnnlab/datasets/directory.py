@@ -74,24 +74,8 @@ def image_dataset_from_directory(directory: str | os.PathLike, labels: str | Non
         train, val = image_dataset_from_directory("pets", image_size=(180, 180), batch_size=32,
                                                   validation_split=0.2, subset="both", seed=1337)
     """
-    if labels not in ("inferred", None):
-        raise ValueError(f"labels must be 'inferred' or None (explicit label lists are not supported), got {labels!r}")
-    if label_mode not in LABEL_MODES or (labels is None and label_mode is not None):
-        raise ValueError(f"label_mode must be 'int', 'categorical', 'binary' or None (None when labels=None), "
-                         f"got {label_mode!r}")
-    if color_mode not in COLOR_MODES:
-        raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
-    if interpolation != "bilinear" or crop_to_aspect_ratio:
-        raise ValueError("cnnlab resizes with bilinear interpolation and no cropping; "
-                         f"got interpolation={interpolation!r}, crop_to_aspect_ratio={crop_to_aspect_ratio!r}")
-    if validation_split is not None and not 0 < validation_split < 1:
-        raise ValueError(f"validation_split must be between 0 and 1, got {validation_split!r}")
-    if (validation_split is None) != (subset is None) or (subset is not None and subset not in SUBSETS):
-        raise ValueError(f"give validation_split and subset ('training', 'validation' or 'both') together, "
-                         f"got validation_split={validation_split!r}, subset={subset!r}")
-    if validation_split and shuffle and seed is None:
-        raise ValueError("with validation_split and shuffle=True a seed is needed, so both subsets split the same "
-                         "files (as Keras asks); give seed=123")
+    _check_options(labels, label_mode, color_mode, interpolation, crop_to_aspect_ratio, validation_split, subset,
+                   shuffle, seed)
     size = _check_size(image_size)
     layout = scan(directory, follow_links=follow_links)
     if layout.split_folders:
@@ -128,6 +112,30 @@ def image_dataset_from_directory(directory: str | os.PathLike, labels: str | Non
     out = [_subset(x, y_all, [i for i in parts[p] if i not in bad], files, names, label_mode, batch_size, shuffle,
                    seed, bad_files) for p in wanted]
     return out if subset == "both" else out[0]
+
+
+def _check_options(labels: str | None, label_mode: str | None, color_mode: str, interpolation: str,
+                   crop_to_aspect_ratio: bool, validation_split: float | None, subset: str | None, shuffle: bool,
+                   seed: int | None) -> None:
+    """Keras's argument checks, before any file is read."""
+    if labels not in ("inferred", None):
+        raise ValueError(f"labels must be 'inferred' or None (explicit label lists are not supported), got {labels!r}")
+    if label_mode not in LABEL_MODES or (labels is None and label_mode is not None):
+        raise ValueError(f"label_mode must be 'int', 'categorical', 'binary' or None (None when labels=None), "
+                         f"got {label_mode!r}")
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
+    if interpolation != "bilinear" or crop_to_aspect_ratio:
+        raise ValueError("cnnlab resizes with bilinear interpolation and no cropping; "
+                         f"got interpolation={interpolation!r}, crop_to_aspect_ratio={crop_to_aspect_ratio!r}")
+    if validation_split is not None and not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be between 0 and 1, got {validation_split!r}")
+    if (validation_split is None) != (subset is None) or (subset is not None and subset not in SUBSETS):
+        raise ValueError(f"give validation_split and subset ('training', 'validation' or 'both') together, "
+                         f"got validation_split={validation_split!r}, subset={subset!r}")
+    if validation_split and shuffle and seed is None:
+        raise ValueError("with validation_split and shuffle=True a seed is needed, so both subsets split the same "
+                         "files (as Keras asks); give seed=123")
 
 
 def _decode(layout: Any, files: list[Any], size: tuple[int, int], color: str) -> tuple[np.ndarray, dict[int, str]]:

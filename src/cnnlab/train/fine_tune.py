@@ -134,10 +134,7 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
     keep = Improvement("min", MIN_GAIN, best=before[0])  # the one keep-best rule, on the validation loss
     head_only = snapshot
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [before[0]], "val_accuracy": [before[1]]}
-    n = len(net.stages)
-    unfrozen = (f"stage{'s' * (split + 1 < n)} {split + 1}{f'-{n}' * (split + 1 < n)} "
-                f"({sum(len(s) for s in net.stages[split:])} MBConv blocks) + head conv, "
-                f"{sum(p.numel() for p in weights):,} weights")
+    unfrozen = _unfrozen_text(net, split, weights)
     if not keep.improves(0.0):  # no epoch could be kept: a loss is never below 0
         net.requires_grad_(False)
         say(f"fine-tune: skipped, the head alone already has val loss {before[0]:.4f} (accuracy {before[1]:.4f}) on "
@@ -164,14 +161,25 @@ def fine_tune(net: EfficientNetLite, dense: nn.Linear, fit: Photos, val: Photos,
             p.copy_(saved)
     net.requires_grad_(False)
     net.eval()
-    if kept:
-        say(f"fine-tune: val loss {before[0]:.4f} -> {best[0]:.4f}, accuracy {before[1]:.4f} -> {best[1]:.4f} on "
-            f"{where}; kept epoch {kept} of {epochs}")
-    else:
-        say(f"fine-tune: no epoch lowered the val loss on {where} below the head alone's {before[0]:.4f} (best "
-            f"{min(history['val_loss'][1:]):.4f}): kept the head alone, backbone unchanged")
+    say(_outcome_text(kept, epochs, before, best, min(history["val_loss"][1:]), where))
     return FineTuneResult(bool(kept), before, best, epochs, kept, unfrozen, sum(p.numel() for p in weights),
                           time.perf_counter() - started, history)
+
+
+def _unfrozen_text(net: EfficientNetLite, split: int, weights: list[nn.Parameter]) -> str:
+    n = len(net.stages)
+    return (f"stage{'s' * (split + 1 < n)} {split + 1}{f'-{n}' * (split + 1 < n)} "
+            f"({sum(len(s) for s in net.stages[split:])} MBConv blocks) + head conv, "
+            f"{sum(p.numel() for p in weights):,} weights")
+
+
+def _outcome_text(kept: int, epochs: int, before: tuple[float, float], best: tuple[float, float], lowest: float,
+                  where: str) -> str:
+    if kept:
+        return (f"fine-tune: val loss {before[0]:.4f} -> {best[0]:.4f}, accuracy {before[1]:.4f} -> {best[1]:.4f} on "
+                f"{where}; kept epoch {kept} of {epochs}")
+    return (f"fine-tune: no epoch lowered the val loss on {where} below the head alone's {before[0]:.4f} (best "
+            f"{lowest:.4f}): kept the head alone, backbone unchanged")
 
 
 def _bottom(fast: EfficientNetLite, split: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:

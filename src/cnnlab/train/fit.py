@@ -152,17 +152,8 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         sums = (_EpochSums.resume(resumed, device) if resumed and resumed.step
                 else _EpochSums.start(len(xs), config.shuffle, gen, device))
         resumed = None
-        for step_no in range(sums.first_step, steps_per_epoch):
-            idx = sums.order[step_no * config.batch_size:(step_no + 1) * config.batch_size]
-            sums.add(*step(xs, ys, dist.shard(idx) if dist else idx))
-            if checkpoint:  # saves every N steps; on Ctrl-C / SIGTERM saves and raises TrainingInterrupted
-                checkpoint.step_done(epoch, step_no + 1, partial(_loop_state, epoch, step_no + 1, sums, stopper))
-            if (step_no + 1) % step_every == 0 or step_no + 1 == steps_per_epoch:  # one wait for the device
-                logs = sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint)
-                if on_step:
-                    on_step(epoch, step_no + 1, {**logs, "steps": steps_per_epoch, "seen": sums.seen})
-            if should_stop and should_stop():
-                break
+        step_no = _epoch_steps(epoch, step, xs, ys, sums, steps_per_epoch, config.batch_size,
+                               _Reports(on_step, step_every, should_stop, checkpoint, dist, stopper))
         if dist:
             sums.seen = dist.reduce_epoch(module, sums.loss_sum, sums.correct, sums.seen)
         logs = {**sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint), **_validation_logs(module, val, config),
@@ -181,6 +172,36 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     stopper.finish(module)
     module.eval()
     return history
+
+
+@dataclass
+class _Reports:
+    """Who hears from the steps of an epoch, and who may stop them."""
+    on_step: StepCallback | None
+    every: int
+    should_stop: Callable[[], bool] | None
+    checkpoint: Checkpointer | None
+    dist: Distributed | None
+    stopper: KeepBest
+
+
+def _epoch_steps(epoch: int, step: _Stepper, xs: Any, ys: torch.Tensor, sums: _EpochSums, steps_per_epoch: int,
+                 batch_size: int, reports: _Reports) -> int:
+    """The steps of one epoch (from where a resumed one left off); returns the index of the last step taken."""
+    checkpoint, dist = reports.checkpoint, reports.dist
+    step_no = sums.first_step
+    for step_no in range(sums.first_step, steps_per_epoch):
+        idx = sums.order[step_no * batch_size:(step_no + 1) * batch_size]
+        sums.add(*step(xs, ys, dist.shard(idx) if dist else idx))
+        if checkpoint:  # saves every N steps; on Ctrl-C / SIGTERM saves and raises TrainingInterrupted
+            checkpoint.step_done(epoch, step_no + 1, partial(_loop_state, epoch, step_no + 1, sums, reports.stopper))
+        if (step_no + 1) % reports.every == 0 or step_no + 1 == steps_per_epoch:  # one wait for the device
+            logs = sums.logs(f"epoch {epoch + 1}, step {step_no + 1}", checkpoint)
+            if reports.on_step:
+                reports.on_step(epoch, step_no + 1, {**logs, "steps": steps_per_epoch, "seen": sums.seen})
+        if reports.should_stop and reports.should_stop():
+            break
+    return step_no
 
 
 def _data_on_device(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, validation_data: tuple[Any, Any] | None,
