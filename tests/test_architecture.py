@@ -102,3 +102,71 @@ def test_only_front_ends_import_front_ends():
 def test_modules_stay_small():
     long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 400}
     assert long == {}
+
+
+# --- the package layers: base modules, the core packages in order, the Keras facade above, front ends at the edge
+BASE = ("cnnlab.errors", "cnnlab.fsutil", "cnnlab.tensor_file", "cnnlab.backend", "cnnlab.printable", "cnnlab.progress")
+CORE = ("datasets", "spec", "backbones", "train", "runs", "explain")
+
+
+def _all_imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Like `_imports`, with the imports under `if TYPE_CHECKING:` too: a cycle for type hints is still a cycle."""
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnnlab":
+            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+            deps.update(subs if len(subs) == len(node.names) else [node.module, *subs])
+        elif isinstance(node, ast.Import):
+            deps.update(a.name for a in node.names if a.name in modules)
+    return deps
+
+
+def _full_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: {d for d in _all_imports(path, modules) if d != name and not name.startswith(d + ".")}
+            for name, path in modules.items()}
+
+
+def _package(module: str) -> str:
+    """cnnlab.<core package>, "base", "front end", or "facade" (the Keras-shaped modules and applications/)."""
+    parts = module.split(".")
+    if module.startswith(BASE) or module == "cnnlab":
+        return "base" if module != "cnnlab" else "facade"
+    if module.startswith(FRONT_ENDS) or (len(parts) > 1 and parts[1] == "bench"):
+        return "front end"
+    return f"cnnlab.{parts[1]}" if len(parts) > 1 and parts[1] in CORE else "facade"
+
+
+def test_no_import_cycles_even_for_type_hints():
+    assert _cycles(_full_graph()) == []
+
+
+def test_packages_form_a_dag():
+    edges: dict[str, set[str]] = {}
+    for name, deps in _full_graph().items():
+        for dep in deps:
+            if _package(name) != _package(dep):
+                edges.setdefault(_package(name), set()).add(_package(dep))
+    for deps in list(edges.values()):
+        for dep in deps:
+            edges.setdefault(dep, set())
+    assert _cycles(edges) == []
+    assert not edges.get("base"), edges.get("base")  # the base modules import nothing of cnnlab's above them
+
+
+def test_the_core_does_not_import_the_facade():
+    leaks = [f"{name} imports {dep}" for name, deps in _full_graph().items() for dep in deps
+             if _package(name).startswith("cnnlab.") and _package(dep) in ("facade", "front end")]
+    assert leaks == []
+
+
+def test_core_functions_stay_short():
+    """About 60 lines at most (a docstring included), so that each reads at a glance."""
+    long = {}
+    for name, path in _modules().items():
+        if not _package(name).startswith("cnnlab."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 65:
+                long[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}

@@ -107,7 +107,8 @@ class Trainer:
             return
         assert result is not None
         folder, history, evaluation = result
-        job.emit("done", run=folder.name, epochs=len(history.epoch), stopped=job.stop_requested.is_set(),
+        job.emit("done", run=folder.name, epochs=len(history.epoch),  # a transfer run is not stopped midway
+                 stopped=job.stop_requested.is_set() and not plan.transfer,
                  test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
 
     @staticmethod
