@@ -138,9 +138,3 @@ def plan_training(choices: TrainChoices, load: Callable[[TrainChoices], Dataset]
     name = model if model in zoo.ZOO else "custom"
     return TrainPlan(choices, False, name, reasons, data, spec, config)
 
-
-def data_label(choices: TrainChoices) -> str:
-    """The data's name in a run folder's name: a built-in's name, or the image folder's own name."""
-    return Path(choices.data).name if Path(choices.data).is_dir() else choices.data
-
-
