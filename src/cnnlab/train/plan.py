@@ -8,7 +8,6 @@ why. Front ends print the reasons and run the plan; none holds a rule of its own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab.datasets.dataset import Dataset
