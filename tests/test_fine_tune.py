@@ -20,10 +20,11 @@ from cnnlab.cli.commands import build_parser
 from cnnlab.cli.train import fine_tune_options, transfer_request
 from cnnlab.models import load_model
 from cnnlab.runs import model_file
+from cnnlab.runs.photos import train_photos
 from cnnlab.spec.summary import summary_dict
 from cnnlab.train.augment import random_resized_crop
 from cnnlab.train.fine_tune import FineTuneOptions, fine_tune_epochs
-from cnnlab.train.transfer import HeadOptions, TransferDecision, TransferRequest, train_photos, transfer_decision
+from cnnlab.train.transfer import HeadOptions, TransferDecision, TransferRequest, transfer_decision
 
 skimage_data = pytest.importorskip("skimage.data")
 LITE0_WEIGHTS, LITE0_BN_STATS, HEAD_2 = 3_371_008, 42_016, 1280 * 2 + 2

@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_transfer(args: argparse.Namespace, choices: TrainChoices, say: Any) -> int | None:
     """Train a photo folder on the pretrained backbone, as the plan says; None: the photos were gray."""
     from cnnlab.runs import run_folder
-    from cnnlab.train.transfer import train_photos
+    from cnnlab.runs.photos import train_photos
 
     out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet_lite0")
     if out.exists():

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.runs import run_folder
+from cnnlab.runs.photos import train_photos
 from cnnlab.spec.memory import check_memory
 from cnnlab.train.fit import History
 from cnnlab.train.plan import TrainPlan, plan_training
-from cnnlab.train.transfer import train_photos
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
