@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             for line in plan.reasons:
                 say(line)
         assert plan.data is not None and plan.spec is not None and plan.config is not None
-        source = DataSource(args.data, args.data_dir, folder_options(args), args.subset)
+        source = DataSource(args.data, args.data_dir, choices.folder_options(), args.subset)
         name = args.data if not Path(args.data).is_dir() else Path(args.data).name
         out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
         if out.exists():
@@ -172,11 +172,6 @@ def transfer_request(args: argparse.Namespace) -> TransferRequest:
 def fine_tune_options(args: argparse.Namespace) -> FineTuneOptions | None:
     """FineTuneOptions from --epochs, --batch-size, --lr under --fine-tune; None without --fine-tune."""
     return train_choices_of(args).fine_tune_options()
-
-
-def folder_options(args: argparse.Namespace) -> dict[str, Any]:
-    """How to read an image folder (`load_folder`'s options) from the flags."""
-    return {"image_size": args.image_size, "color": args.color, "stream": args.stream}
 
 
 def train_choices(args: argparse.Namespace) -> dict[str, Any]:

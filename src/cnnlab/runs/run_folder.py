@@ -190,7 +190,7 @@ def folder_of(run: str | Path) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def folder_options(preprocessing: dict[str, Any]) -> dict[str, Any]:
+def folder_options_for(preprocessing: dict[str, Any]) -> dict[str, Any]:
     """How to read an image folder again exactly as the model was trained on it (size and colour)."""
     if "size" not in preprocessing:
         return {}
@@ -218,7 +218,7 @@ def data_of_run(run: str | Path | None, data: str | None = None, data_dir: str |
         if run is None:
             raise ValueError(f"the model's preprocessing is needed to read the image folder {name}")
         preprocessing = model_file.read_model(run).preprocessing
-    return name, None, folder_options(preprocessing)
+    return name, None, folder_options_for(preprocessing)
 
 
 def dataset_of_run(run: str | Path | None, data: str | None = None, data_dir: str | None = None,
