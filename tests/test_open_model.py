@@ -156,3 +156,19 @@ def test_every_save_records_the_preprocessing_by_one_rule(rescaling_model, tiny_
     again = keras.models.load_model(tiny_run)  # resaved from Python, it keeps what it was trained with
     again.save(tmp_path / "again.safetensors")
     assert read_model(tmp_path / "again.safetensors").preprocessing == read_model(tiny_run).preprocessing
+
+
+def test_a_functional_rescaling_model_is_built_alike_by_the_api_and_from_its_file(tmp_path):
+    """The functional Model's layer objects take their modules from the spec builder too."""
+    from cnnlab.runs.open_model import open_model
+    from cnnlab.runs.predict import class_probabilities
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = layers.Flatten()(layers.Rescaling(1 / 127.5, offset=-1)(inputs))
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(hidden))
+    x = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    expected = model.predict(x)
+    model.save(tmp_path / "f.safetensors")
+    np.testing.assert_allclose(class_probabilities(open_model(tmp_path / "f.safetensors").module, x), expected,
+                               atol=1e-6)
+    assert not np.allclose(expected, expected[:1])  # the inputs matter: [-1, 1], not [-1, -0.99]
