@@ -163,8 +163,9 @@ def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Eva
 def preprocessing(data: Dataset) -> dict[str, Any]:
     """What `predict` must do to a new image so that it looks like the training data."""
     h, w, c = data.input_shape
+    resize_to = getattr(getattr(data, "report", None), "resize_to", None)  # a folder read with a backbone's crop
     return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
-            "mnist_style": data.name in ("mnist", "emnist-digits")}
+            "mnist_style": data.name in ("mnist", "emnist-digits"), **({"resize_to": resize_to} if resize_to else {})}
 
 
 def read_history(run: str | Path) -> dict[str, list[float]]:
@@ -190,10 +191,11 @@ def folder_of(run: str | Path) -> Path | None:
 
 
 def folder_options(preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """How to read an image folder again exactly as the model was trained on it (size and colour)."""
+    """How to read an image folder again exactly as the model was trained on it (size, colour, crop)."""
     if "size" not in preprocessing:
         return {}
-    return {"image_size": tuple(preprocessing["size"]), "color": preprocessing.get("color", "auto")}
+    crop = {"resize_to": int(preprocessing["resize_to"])} if preprocessing.get("resize_to") else {}
+    return {"image_size": tuple(preprocessing["size"]), "color": preprocessing.get("color", "auto"), **crop}
 
 
 def data_of_run(run: str | Path, data: str | None = None, data_dir: str | None = None,
