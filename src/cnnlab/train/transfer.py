@@ -11,12 +11,15 @@ scores; the test photos are scored once, by the saved model's own fp32 forward p
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -280,6 +283,30 @@ def _candidate(data: FolderDataset, net: EfficientNetLite, variant: str, flip: b
     return Candidate(variant, flip, head, 0.0)
 
 
+class PhotoTrainingInterrupted(KeyboardInterrupt):
+    """Photo training stopped by Ctrl-C or SIGTERM; the message says what was (not) written."""
+
+
+@contextlib.contextmanager
+def stops_cleanly(out: Path) -> Iterator[None]:
+    """Within the block SIGTERM stops training as Ctrl-C does: the run folder is only ever renamed into place
+    complete (`run_folder.write_run`), so a stop leaves none, and the message says so."""
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+    main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = signal.signal(signal.SIGTERM, on_term) if main else None
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if str(exc) == "SIGTERM" else "Ctrl-C"
+        where = (f"the run folder {out} was already complete" if out.exists() else
+                 f"no run folder was written ({out} does not exist; features already computed stay cached)")
+        raise PhotoTrainingInterrupted(f"photo training stopped by {how}; {where}") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, color: str = "auto",
                  options: PhotoOptions = PhotoOptions(), fine_tune_options: FineTuneOptions | None = None,
                  cache: bool = True, say: Callable[[str], None] = print, device: str = "auto",
@@ -288,8 +315,15 @@ def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int =
 
     `fine_tune_options`: after the head, train the top of the backbone too (`cnnlab.train.fine_tune`), validated
     on val/ (or a held-out part of train/) that the head and the choices then do not see; kept only when it
-    lowered that validation loss.
+    lowered that validation loss. Ctrl-C or SIGTERM raise PhotoTrainingInterrupted and leave no run folder.
     """
+    with stops_cleanly(Path(out)):
+        return _train_photos(path, out, seed, color, options, fine_tune_options, cache, say, device)
+
+
+def _train_photos(path: str | os.PathLike, out: str | os.PathLike, seed: int, color: str, options: PhotoOptions,
+                  fine_tune_options: FineTuneOptions | None, cache: bool, say: Callable[[str], None], device: str,
+                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
     started = time.perf_counter()
     torch.manual_seed(seed)
     where = resolve_device(device)
@@ -311,9 +345,9 @@ def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int =
         "c": cv.c, "cv_folds": cv.folds, "cv_accuracy": cv.accuracy[cv.best], "cv_log_loss": best.log_loss,
         "fit_photos": int(len(chosen.rows)), "candidates": [c.to_dict() for c in chosen.candidates]}}
     spec = photo_spec(k, best.variant)
+    module.to(where)
     if fine_tune_options is not None:
         spec = _fine_tune(chosen, module, fine_tune_options, seed, say, extra)
-    module.to(where)
     evaluation = run_folder.evaluate(module, spec, data.x_test, data.y_test, list(data.class_names), batch_size=64)
     module.cpu()
     say(f"cross-validation estimate: accuracy {cv.accuracy[cv.best]:.4f}, log loss {best.log_loss:.4f}; "
