@@ -2,6 +2,13 @@
 then `cnnlab train` end to end on an exported folder of real photos, head alone and with --fine-tune.
 
     python bench/photos.py [--batches 3] [--batch-size 32] [--variant lite0] [--device cpu] [--train-photos 40]
+    python bench/photos.py --folder PHOTOS [--classes dress,hat]
+
+--folder: a careful practitioner against `cnnlab train --data PHOTOS` (no flags) on the same folder, one run:
+the reference implementation (efficientnet-lite-pytorch) of EfficientNet-Lite0 with the packaged weights, its
+evaluation crop (short side to 256 bicubic, centre 224), pooled features and scikit-learn's LogisticRegressionCV
+(C by 5-fold CV); trained on train/ (+ val/ when there is a test/), scored on test/ (else val/), as cnnlab does.
+Accuracy, log loss and seconds (weights, decoding and features included, empty cnnlab cache) for both.
 
 The reference (PyPI efficientnet-lite-pytorch) runs the plain way: eager fp32 NCHW under no_grad.
 Ours runs as ``optimize_for_inference`` makes it, in float32 and in the device's preferred dtype.
@@ -50,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--train-photos", type=int, default=40, help="photos a class in the train/ of the timed folder "
                    "(test/ gets half); 0 skips the train lines")
+    p.add_argument("--folder", help="compare with the practitioner on this photo folder (train/ + val/ and/or test/)")
+    p.add_argument("--classes", help="with --folder: only these class folders, comma-separated")
     return p.parse_args(argv)
 
 
@@ -128,6 +137,104 @@ def train_seconds(per_class: int) -> list[str]:
             f"{torch.get_num_threads()} threads, empty cache", *lines]
 
 
+def splits_of(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(training split folders, the held-out one), as `cnnlab train` reads a folder with split folders."""
+    named = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    val = next((named[n] for n in ("val", "valid", "validation") if n in named), None)
+    if "test" in named:
+        return [named["train"], *([val] if val else [])], named["test"]
+    return [named["train"]], val
+
+
+def labelled(split_dirs: list[Path], classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    files = [(f, i) for d in split_dirs for i, c in enumerate(classes) for f in sorted((d / c).iterdir()) if f.is_file()]
+    return [f for f, _ in files], np.array([i for _, i in files])
+
+
+def practitioner(folder: Path, classes: list[str]) -> tuple[float, float, float, float]:
+    """(accuracy, log loss, seconds, C): Lite0 reference features with the evaluation crop + LogisticRegressionCV."""
+    from efficientnet_lite_pytorch import EfficientNet
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import log_loss
+
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(packaged_weights_path("lite0")))
+    net.eval()
+
+    def features(paths: list[Path]) -> np.ndarray:
+        out = []
+        for i in range(0, len(paths), 32):
+            batch = []
+            for path in paths[i:i + 32]:
+                img = Image.open(path).convert("RGB")
+                scale = 256 / min(img.size)
+                img = img.resize((max(256, round(img.width * scale)), max(256, round(img.height * scale))),
+                                 Image.Resampling.BICUBIC)
+                left, top = (img.width - 224) // 2, (img.height - 224) // 2
+                batch.append(np.asarray(img.crop((left, top, left + 224, top + 224)), dtype=np.float32))
+            x = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2) - 127.0) / 128.0
+            with torch.no_grad():
+                out.append(net.extract_features(x).mean(dim=(2, 3)).numpy())
+        return np.concatenate(out)
+
+    train_dirs, held_dir = splits_of(folder)
+    train_files, y_train = labelled(train_dirs, classes)
+    test_files, y_test = labelled([held_dir], classes)
+    model = LogisticRegressionCV(Cs=10, cv=5, max_iter=1000).fit(features(train_files), y_train)
+    probs = model.predict_proba(features(test_files))
+    seconds = time.perf_counter() - start
+    return (float((probs.argmax(1) == y_test).mean()), float(log_loss(y_test, probs, labels=range(len(classes)))),
+            seconds, float(np.atleast_1d(model.C_)[0]))
+
+
+def cnnlab_default(folder: Path) -> tuple[float, float, float, dict]:
+    """(accuracy, log loss, seconds, the run's transfer record) of `cnnlab train --data folder`, empty cache."""
+    from cnnlab import cli
+    with tempfile.TemporaryDirectory() as tmp, empty_cache():
+        out = Path(tmp) / "run"
+        start = time.perf_counter()
+        code = cli.main(["train", "--data", str(folder), "--out", str(out)])
+        seconds = time.perf_counter() - start
+        if code != 0:
+            raise RuntimeError(f"cnnlab train failed with exit code {code}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        record = json.loads((out / "config.json").read_text())["transfer"]
+    return metrics["test_accuracy"], metrics["test_loss"], seconds, record
+
+
+def compare(folder: Path, classes: list[str] | None) -> None:
+    """The practitioner, then cnnlab's default, on `folder` (only `classes` when given: linked into a temp copy)."""
+    train_dirs, held_dir = splits_of(folder)
+    every = sorted(p.name for p in train_dirs[0].iterdir() if p.is_dir())
+    classes = classes or every
+    with tempfile.TemporaryDirectory() as tmp:
+        if classes != every:
+            subset = Path(tmp) / f"{folder.name}-{'-'.join(classes)}"
+            for split in [*train_dirs, held_dir]:
+                for c in classes:
+                    (subset / split.name / c).mkdir(parents=True)
+                    for f in (split / c).iterdir():
+                        os.link(f, subset / split.name / c / f.name)
+            folder = subset
+        train_files, _ = labelled(splits_of(folder)[0], classes)
+        test_files, _ = labelled([splits_of(folder)[1]], classes)
+        print(f"{folder.name}: {len(classes)} classes, {len(train_files):,} training photos, {len(test_files):,} held "
+              f"out; {torch.get_num_threads()} threads", flush=True)
+        ref = practitioner(folder, classes)
+        print(f"  practitioner (Lite0 reference, crop, LogisticRegressionCV C {ref[3]:.3g}): accuracy {ref[0]:.4f}  "
+              f"log loss {ref[1]:.4f}  {ref[2]:.1f} s", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            ours = cnnlab_default(folder)
+        chosen = [line.strip() for line in said.getvalue().splitlines() if line.startswith("  EfficientNet")]
+        print(f"  cnnlab train (default: {ours[3]['backbone']}, flip {ours[3]['flip_features']}, C {ours[3]['c']:.3g}): "
+              f"accuracy {ours[0]:.4f}  log loss {ours[1]:.4f}  {ours[2]:.1f} s")
+        for line in chosen:
+            print(f"    {line}")
+        print(f"  ratio: time x{ours[2] / ref[2]:.2f} of the practitioner's; accuracy {ours[0] - ref[0]:+.4f}, "
+              f"log loss {ours[1] - ref[1]:+.4f}")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -137,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.folder:
+        compare(Path(args.folder), args.classes.split(",") if args.classes else None)
+        return 0
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ModuleNotFoundError:

@@ -18,6 +18,8 @@ from PIL import Image
 from cnnlab import applications, cli
 from cnnlab.backbones import VARIANTS, load_pretrained
 from cnnlab.backbones import weights as weights_mod
+from cnnlab.datasets.folders.load import load_folder
+from cnnlab.datasets.image_files import load_image_for
 from cnnlab.errors import MissingExtra
 from cnnlab.models import load_model
 from cnnlab.runs import model_file
@@ -27,7 +29,8 @@ from cnnlab.spec import compact
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import build, new_module
 from cnnlab.spec.summary import summary_dict
-from cnnlab.train.transfer import fit_head, is_photo_folder
+from cnnlab.train.head import HeadOptions, fit_head
+from cnnlab.train.transfer import is_photo_folder
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -163,12 +166,27 @@ def test_photo_folder_trains_through_the_default_path(photo_folder, tmp_path, ca
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(photo_folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "pretrained EfficientNet-Lite0" in printed and "kept step" in printed
+    assert "pretrained EfficientNet-Lite" in printed and "5-fold cross-validation on 32 training photos" in printed
+    assert printed.count("<- chosen") == 1 and "cross-validation estimate: accuracy" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.9  # 16 held-out photos; the frozen features separate cats from coffee
     model = load_model(out)
-    assert [layer.type for layer in model.spec.layers] == ["EfficientNetLite0", "GlobalAveragePooling2D", "Dense"]
+    backbone = model.spec.layers[0]
+    assert [layer.type for layer in model.spec.layers][1:] == ["GlobalAveragePooling2D", "Dense"]
     assert summary_dict(model.spec)["trainable_params"] == 1280 * 2 + 2
+    # the model's preprocessing is the backbone's crop, and the run was trained on exactly the pixels predict makes
+    size = VARIANTS[backbone.variant].resolution
+    saved = model_file.read_model(out)
+    assert saved.preprocessing["resize_to"] == size + 32 and saved.spec.input_shape == (size, size, 3)
+    data = load_folder(photo_folder, image_size=(size, size), resize_to=size + 32)
+    first = sorted((photo_folder / "test" / "cat").iterdir())[0]
+    assert np.array_equal(data.x_test[0], load_image_for(first, saved.spec.input_shape, saved.preprocessing))
+    # what it reports is what it ships: evaluate on the saved file gives metrics.json
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == metrics["test_accuracy"]
+    assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], abs=1e-6)
     # the saved file alone predicts: the reloaded full network agrees with the run's evaluation
     cat = str(next((photo_folder / "test" / "cat").iterdir()))
     assert cli.main(["predict", str(out), cat, "--json"]) == 0
@@ -240,7 +258,8 @@ def test_head_weights_stay_bounded_on_features_nearly_constant_in_training():
     y = (f_train[:, 0] > f_train[:, 0].median()).long().numpy()
     f_train[:, 7] = 0
     f_train[0, 7] = 1e-4  # spread ~1.6e-5
-    weight, bias, _ = fit_head(f_train[:32], y[:32], f_train[32:], y[32:], 2)
+    head = fit_head(f_train[:32], y[:32], 2, HeadOptions(c_grid=(1.0,)))
+    weight, bias = head.weight, head.bias
     assert weight[:, 7].abs().max() < 50  # ~1e4 when the spread itself standardised the feature
     new = f_train[32:].clone()
     new[:, 7] = 0.05  # the feature fires a little on new photos: the decisions must not flip

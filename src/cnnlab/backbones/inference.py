@@ -25,7 +25,8 @@ def fold_batchnorm(model: EfficientNetLite) -> EfficientNetLite:
             bn, conv = m.bn, m.conv
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
             new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            groups=conv.groups, bias=True)
+                            groups=conv.groups, bias=True, device=conv.weight.device,  # a GPU model stays there
+                            dtype=conv.weight.dtype)
             with torch.no_grad():
                 new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
                 new.bias.copy_(bn.bias - bn.running_mean * scale)

@@ -244,7 +244,7 @@ def _run(command: Callable[[], int]) -> int:
     try:
         return command()
     except KeyboardInterrupt as exc:  # TrainingInterrupted says where its checkpoint is
-        print(f"cnnlab: {exc or 'interrupted; no run folder was written'}", file=sys.stderr)
+        print(f"cnnlab: {str(exc) or 'interrupted; no run folder was written'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `cnnlab evaluate RUN | head`: the reader has gone, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too

@@ -64,7 +64,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="decode once into a file in the cache folder and read batches from it instead of holding "
                         "the images in memory (default: only when they would need over half the free memory)")
     g.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
-                   help="train a softmax head on a frozen ImageNet EfficientNet-Lite0 (default: for colour photos, "
+                   help="train a logistic-regression head on a frozen ImageNet EfficientNet-Lite, backbone and L2 chosen by "
+                        "cross-validation (default: for colour photos, "
                         "median short side over 64 px, when no --model or training flags are given)")
     g.add_argument("--fine-tune", action="store_true",
                    help="after the head, also train the backbone's top stages on augmented photos for a few epochs "
@@ -136,11 +137,11 @@ def _train_transfer(args: argparse.Namespace, choices: TrainChoices, say: Any) -
     from cnnlab.runs import run_folder
     from cnnlab.runs.photos import train_photos
 
-    out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet_lite0")
+    out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet")
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
     result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=choices.fine_tune_options(),
-                          say=say)
+                          say=say, device=args.device or "auto")
     if result is None:
         return None
     folder, _, evaluation = result

@@ -57,15 +57,16 @@ def model_bytes(spec: AnySpec, module: torch.nn.Module, class_names: list[str],
     return st_save(state, metadata={"cnnlab": json.dumps(meta)})
 
 
-def model_preprocessing(input_shape: Any, data: str | None = None) -> dict[str, Any]:
+def model_preprocessing(input_shape: Any, data: str | None = None, resize_to: int | None = None) -> dict[str, Any]:
     """What predict and the web do to a new image so that it looks like the training data: the one rule,
     whichever front end saved the model. `data` is the training set's name when known (None: arrays from
-    Python, a .keras file); only a known digit set centres digits as MNIST's were."""
+    Python, a .keras file); only a known digit set centres digits as MNIST's were. `resize_to`: the short side
+    photos were resized to before their centre crop (a folder read with a backbone's crop)."""
     if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):  # several inputs: pixels only
         return {"scale": 255}
     h, w, c = (int(v) for v in input_shape)
     return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
-            "mnist_style": data in MNIST_STYLE_DATA}
+            "mnist_style": data in MNIST_STYLE_DATA, **({"resize_to": int(resize_to)} if resize_to else {})}
 
 
 def save_model(path: str | os.PathLike, spec: AnySpec, module: torch.nn.Module, class_names: list[str],

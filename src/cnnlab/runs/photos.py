@@ -1,95 +1,286 @@
-"""A photo folder's run: the pretrained backbone and a head fitted on its features (`cnnlab.train.transfer`), saved
-as a run folder like any other, so evaluate/predict/explain/export/serve treat it alike.
+"""A photo folder's run: candidate backbones (and mirror images) each with a logistic-regression head whose L2 is
+chosen by cross-validation on the training photos; the winner saved as a run folder like any other, so
+evaluate/predict/explain/export/serve treat it alike. Its test photos are scored once, by the saved model's own fp32
+forward pass, so metrics.json is what `cnnlab evaluate` gets. The rule that sends a `train` here and the model's spec
+live in `cnnlab.train.transfer`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from cnnlab.backbones.inference import optimize_for_inference
-from cnnlab.datasets.folders.load import load_folder, stratified_split
+from cnnlab.backbones.efficientnet_lite import EfficientNetLite
+from cnnlab.backbones.weights import load_pretrained, load_state_strict
+from cnnlab.datasets.folders.load import FolderDataset, stratified_split
 from cnnlab.runs import run_folder
+from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.fine_tune import FineTuneOptions, Photos, fine_tune
-from cnnlab.train.fit import History
-from cnnlab.train.transfer import (
-    SIZE,
-    HeadOptions,
-    dataset_features,
-    feature_cache,
-    fit_head,
-    photo_spec,
-    pooled_features,
+from cnnlab.train.fit import History, resolve_device
+from cnnlab.train.head import Head, HeadOptions, fit_head
+from cnnlab.train.photo_features import (
+    cache_path,
+    crop_of,
+    feature_dtype,
+    fit_images,
+    fit_labels,
+    load_photos,
+    photo_features,
 )
+from cnnlab.train.transfer import BACKBONES, photo_spec
+
+# Per-photo feature cost relative to Lite2 at its size (bf16 fast copy, measured on 3,409 photos: Lite0 0.53);
+# Lite1 from its FLOPs (0.63 of Lite2's 0.9 GFLOPs).
+COST = {"lite0": 0.53, "lite1": 0.7, "lite2": 1.0}
+
+
+@dataclass(frozen=True)
+class PhotoOptions:
+    """What `train_photos` chooses between by cross-validation; the defaults need no flag.
+
+    steps: the candidates in the order they are tried, each a backbone or "flip" (mirror images of the best
+    backbone so far as extra training rows). The first always runs; a later one only when the feature time it
+    would add (estimated from COST and the first's measured time) keeps the total within `budget` x the first's
+    time or `min_seconds`, whichever is larger. flip: False leaves the "flip" steps out, True makes mirror images
+    part of every candidate (no choice).
+
+    The default budget tries Lite2 alone: on 2 cores the saved model's fp32 test pass plus Lite2's fp32 features
+    already take ~0.75 of the practitioner's eager Lite0 time (clothing, measured 2026-12-04), and Lite0 would add
+    ~0.25 more (x0.97 measured with it), while Lite2 won on every real collection measured (issue 22: +1-5 points).
+    Raise `budget` (e.g. 3.0) to let cross-validation compare Lite0, mirror images and Lite1 too.
+    """
+    steps: tuple[str, ...] = ("lite2", "lite0", "flip", "lite1")
+    flip: bool | None = None
+    budget: float = 1.0
+    min_seconds: float = 0.0
+    head: HeadOptions = HeadOptions()
+    holdout: float = 0.2  # of train/ held out as --fine-tune's validation when the folder has no val/ beside test/
+
+    def __post_init__(self) -> None:
+        known = (*BACKBONES, "flip")
+        if not self.steps or self.steps[0] == "flip" or any(step not in known for step in self.steps):
+            raise ValueError(f"steps must start with a backbone and be some of {', '.join(known)}, got {self.steps!r}")
+
+    def planned(self) -> list[str]:
+        return [s for s in self.steps if not (s == "flip" and self.flip is not None)]
+
+
+@dataclass
+class Candidate:
+    """One backbone and mirror-image setting, with the head cross-validation fitted for it."""
+    variant: str
+    flip: bool
+    head: Head
+    seconds: float  # reading the photos and computing their features
+
+    @property
+    def log_loss(self) -> float:
+        return self.head.cv.log_loss[self.head.cv.best]
+
+    def line(self) -> str:
+        cv = self.head.cv
+        name = f"EfficientNet-{self.variant.capitalize()} {crop_of(self.variant)[0]}px" + (" + mirrored" if self.flip else "")
+        return f"  {name:<36} CV accuracy {cv.accuracy[cv.best]:.4f}  log loss {self.log_loss:.4f}  (C {cv.c:.3g})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backbone": self.variant, "flip": self.flip, "feature_seconds": self.seconds, **self.head.cv.to_dict()}
+
+
+@dataclass
+class Chosen:
+    """The winning candidate with what the rest of training needs, and every candidate's scores."""
+    best: Candidate
+    data: FolderDataset
+    net: EfficientNetLite
+    rows: np.ndarray  # of fit_images(data): the head's photos
+    tune: np.ndarray  # of fit_images(data): --fine-tune's validation photos (empty without it)
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def pretrained(variant: str) -> EfficientNetLite:
+    """The ImageNet network of `variant`, in eval mode."""
+    net = EfficientNetLite(variant, include_top=False)
+    load_state_strict(net, load_pretrained(variant))
+    return net.eval()
+
+
+def head_for(feats: dict[str, torch.Tensor], y: np.ndarray, k: int, flip: bool, options: HeadOptions,
+             seed: int) -> Head:
+    """The head with C chosen by CV, scored on the photos as they are; with `flip` a photo and its mirror image
+    share a fold, so no photo is ever scored by a head that saw its twin."""
+    if not flip:
+        return fit_head(feats["plain"], y, k, options, seed)
+    n = len(y)
+    return fit_head(torch.cat([feats["plain"], feats["flip"]]), np.concatenate([y, y]), k, options, seed,
+                    groups=np.tile(np.arange(n), 2), scored=np.arange(2 * n) < n)
+
+
+def split_rows(data: FolderDataset, tuning: bool, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows the head is fitted on, rows --fine-tune validates on) of `fit_images(data)`; all and none without it."""
+    n_train, n = len(data.x_train), len(fit_labels(data))
+    if not tuning:
+        return np.arange(n), np.arange(0)
+    if n > n_train:  # val/ beside test/ validates the fine-tune
+        return np.arange(n_train), np.arange(n_train, n)
+    return stratified_split(fit_labels(data), holdout, seed)
+
+
+def choose(path: str | os.PathLike, options: PhotoOptions, tuning: bool, device: torch.device, seed: int,
+           color: str, cache: bool, say: Callable[[str], None]) -> Chosen | None:
+    """The candidates `options` plans, within its time budget, each with a CV-fitted head; the one of lowest CV
+    log loss (it rewards honest probabilities, accuracy alone does not). None when the photos are all gray."""
+    chosen: Chosen | None = None
+    candidates: list[Candidate] = []
+    first_seconds, spent, skipped = 0.0, 0.0, []
+    for step in options.planned():
+        if candidates:
+            variant = chosen.best.variant if step == "flip" else step
+            estimate = first_seconds * COST[variant] / COST[candidates[0].variant]
+            if spent + estimate > max(options.budget * first_seconds, options.min_seconds):
+                skipped.append(f"{step} (~{estimate:.0f}s)")
+                continue
+        tick = time.perf_counter()
+        if step == "flip":
+            found = _candidate(chosen.data, chosen.net, chosen.best.variant, True, chosen.rows, path, options,
+                               device, seed, color, cache, say)
+            data, net, rows, tune = chosen.data, chosen.net, chosen.rows, chosen.tune
+        else:
+            data = load_photos(path, step, color, seed, cache)
+            if data.input_shape[-1] != 3:
+                return None
+            if not candidates and data.report:
+                for line in data.report.lines():
+                    say(line)
+            rows, tune = split_rows(data, tuning, options.holdout, seed)
+            net = pretrained(step)
+            found = _candidate(data, net, step, bool(options.flip), rows, path, options, device, seed, color, cache, say)
+        found.seconds = time.perf_counter() - tick
+        first_seconds = first_seconds or found.seconds
+        spent += found.seconds
+        candidates.append(found)
+        if chosen is None or found.log_loss < chosen.best.log_loss:
+            chosen = Chosen(found, data, net, rows, tune)
+    assert chosen is not None
+    chosen.candidates = candidates
+    say(f"choice by {chosen.best.head.cv.folds}-fold cross-validation on {len(chosen.rows):,} training photos "
+        f"(lowest log loss){'; over the time budget: ' + ', '.join(skipped) if skipped else ''}:")
+    for cand in candidates:
+        say(cand.line() + ("  <- chosen" if cand is chosen.best else ""))
+    return chosen
+
+
+def _candidate(data: FolderDataset, net: EfficientNetLite, variant: str, flip: bool, rows: np.ndarray,
+               path: str | os.PathLike, options: PhotoOptions, device: torch.device, seed: int, color: str,
+               cache: bool, say: Callable[[str], None]) -> Candidate:
+    """Features of `variant` (with mirror images when `flip`) and the head CV fits on them."""
+    store = cache_path(path, variant, color, feature_dtype(device)) if cache else None
+    feats = photo_features(fit_images(data), net, device, flip, store, say, f"EfficientNet-{variant.capitalize()}")
+    y = fit_labels(data)[rows]
+    head = head_for({k: f[rows] for k, f in feats.items()}, y, len(data.class_names), flip, options.head, seed)
+    return Candidate(variant, flip, head, 0.0)
+
+
+class PhotoTrainingInterrupted(KeyboardInterrupt):
+    """Photo training stopped by Ctrl-C or SIGTERM; the message says what was (not) written."""
+
+
+@contextlib.contextmanager
+def stops_cleanly(out: Path) -> Iterator[None]:
+    """Within the block SIGTERM stops training as Ctrl-C does: the run folder is only ever renamed into place
+    complete (`run_folder.write_run`), so a stop leaves none, and the message says so."""
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+    main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = signal.signal(signal.SIGTERM, on_term) if main else None
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if str(exc) == "SIGTERM" else "Ctrl-C"
+        where = (f"the run folder {out} was already complete" if out.exists() else
+                 f"no run folder was written ({out} does not exist; features already computed stay cached)")
+        raise PhotoTrainingInterrupted(f"photo training stopped by {how}; {where}") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, color: str = "auto",
-                 options: HeadOptions = HeadOptions(), fine_tune_options: FineTuneOptions | None = None,
-                 cache: bool = True, say: Callable[[str], None] = print,
+                 options: PhotoOptions = PhotoOptions(), fine_tune_options: FineTuneOptions | None = None,
+                 cache: bool = True, say: Callable[[str], None] = print, device: str = "auto",
                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
     """Train the photo classifier of folder `path` into run folder `out`; None when the images turn out gray.
 
-    `fine_tune_options`: after the head, train the top of the backbone too (`cnnlab.train.fine_tune`), validated on
-    the same photos as the head; the run keeps it only when it lowered the validation loss.
+    `fine_tune_options`: after the head, train the top of the backbone too (`cnnlab.train.fine_tune`), validated
+    on val/ (or a held-out part of train/) that the head and the choices then do not see; kept only when it
+    lowered that validation loss. Ctrl-C or SIGTERM raise PhotoTrainingInterrupted and leave no run folder.
     """
+    with stops_cleanly(Path(out)):
+        return _train_photos(path, out, seed, color, options, fine_tune_options, cache, say, device)
+
+
+def _train_photos(path: str | os.PathLike, out: str | os.PathLike, seed: int, color: str, options: PhotoOptions,
+                  fine_tune_options: FineTuneOptions | None, cache: bool, say: Callable[[str], None], device: str,
+                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
     started = time.perf_counter()
-    data = load_folder(path, image_size=SIZE, color=color, seed=seed)
-    if data.input_shape[-1] != 3:
+    torch.manual_seed(seed)
+    where = resolve_device(device)
+    chosen = choose(path, options, fine_tune_options is not None, where, seed, color, cache, say)
+    if chosen is None:
         return None
-    for line in data.report.lines() if data.report else []:
-        say(line)
+    best, data = chosen.best, chosen.data
     k = len(data.class_names)
-    module = new_module(photo_spec(k), seed)  # the ImageNet weights
-    net = module[0].net
-    feats = dataset_features(data, net, feature_cache(path, seed, color) if cache else None, say)
-    if data.x_val is not None:
-        fit_rows, val_rows = np.arange(len(data.x_train)), np.arange(len(data.x_val))
-        fit, val = Photos(data.x_train, data.y_train, fit_rows), Photos(data.x_val, data.y_val, val_rows)
-        f_val, where = feats["val"], "val/"
-    else:
-        fit_rows, val_rows = stratified_split(np.asarray(data.y_train), options.holdout, seed)
-        fit, val = Photos(data.x_train, data.y_train, fit_rows), Photos(data.x_train, data.y_train, val_rows)
-        f_val = feats["train"][val_rows]
-        where = f"{len(val_rows)} training images held out ({options.holdout:.0%} of each class)"
-    f_fit = feats["train"][fit_rows]
-    weight, bias, history = fit_head(f_fit, data.y_train[fit_rows], f_val, val.labels[val_rows], k, options, seed)
-    steps = history.epoch[-1] * options.eval_every if history.epoch else 0
-    best = (history.best_epoch or 0) * options.eval_every
-    say(f"head: Dense({k}, softmax) on {len(f_fit):,} pooled 1280-d features, full-batch Adam lr {options.lr:g}, "
-        f"L2 {options.weight_decay:g}; {steps} steps, kept step {best} (best loss on {where}"
-        + (f", no gain for {options.patience * options.eval_every} steps" if history.stopped_early else "") + ")")
+    cv = best.head.cv
+    say(f"head: Dense({k}, softmax), multinomial logistic regression on {len(chosen.rows) * (1 + best.flip):,} "
+        f"pooled features by full-batch L-BFGS, L2 C {cv.c:.3g} by {cv.folds}-fold CV, refitted on all of them")
+    module = new_module(photo_spec(k, best.variant), seed)  # the ImageNet weights
     dense = module[2].linear
     with torch.no_grad():
-        dense.weight.copy_(weight)
-        dense.bias.copy_(bias)
-    extra: dict[str, Any] = {"transfer": {"backbone": "efficientnet_lite0", "weights": "imagenet", "head_steps": steps,
-                                          "kept_step": best, "validation": where}}
-    tuned = None
+        dense.weight.copy_(best.head.weight)
+        dense.bias.copy_(best.head.bias)
+    extra: dict[str, Any] = {"transfer": {
+        "backbone": f"efficientnet_{best.variant}", "weights": "imagenet", "flip_features": best.flip,
+        "c": cv.c, "cv_folds": cv.folds, "cv_accuracy": cv.accuracy[cv.best], "cv_log_loss": best.log_loss,
+        "fit_photos": int(len(chosen.rows)), "candidates": [c.to_dict() for c in chosen.candidates]}}
+    spec = photo_spec(k, best.variant)
+    module.to(where)
     if fine_tune_options is not None:
-        tuned = fine_tune(net, dense, fit, val, fine_tune_options, seed, say, where)
-        extra["transfer"]["fine_tune"] = {**tuned.to_dict(), "lr": fine_tune_options.lr,
-                                          "head_lr": fine_tune_options.head_lr,
-                                          "batch_size": fine_tune_options.batch_size}
-    if tuned is not None and tuned.improved:  # the backbone changed: its test features too
-        spec = photo_spec(k, trainable=True)
-        with torch.no_grad():
-            logits = dense(pooled_features(optimize_for_inference(net), data.x_test))
-    else:
-        spec = photo_spec(k)
-        logits = feats["test"] @ weight.T + bias
-    evaluation = run_folder.evaluation_of(logits, data.y_test, list(data.class_names))
-    config = TrainConfig(epochs=max(1, len(history.epoch)), batch_size=max(1, len(f_fit)), lr=options.lr,
-                         weight_decay=options.weight_decay, schedule="constant", label_smoothing=0.0, seed=seed,
-                         device="cpu")
+        spec = _fine_tune(chosen, module, fine_tune_options, seed, say, extra)
+    evaluation = run_folder.evaluate(module, spec, data.x_test, data.y_test, list(data.class_names), batch_size=64)
+    module.cpu()
+    say(f"cross-validation estimate: accuracy {cv.accuracy[cv.best]:.4f}, log loss {best.log_loss:.4f}; "
+        f"test ({len(data.y_test):,} photos, the saved model in fp32): accuracy {evaluation.accuracy:.4f}, "
+        f"log loss {evaluation.loss:.4f}")
+    config = TrainConfig(epochs=1, batch_size=max(1, len(chosen.rows)), lr=1.0, weight_decay=1.0 / cv.c,
+                         schedule="constant", label_smoothing=0.0, seed=seed, device=str(where))
+    history = History()  # one "epoch": the cross-validated estimate is the run's validation figure
+    history.append(1, {"val_loss": best.log_loss, "val_accuracy": cv.accuracy[cv.best],
+                       "seconds": time.perf_counter() - started})
     seconds = time.perf_counter() - started
     extra["transfer"]["seconds"] = seconds
-    name = "efficientnet_lite0-fine-tuned" if spec.layers[0].trainable else "efficientnet_lite0-transfer"
+    name = f"efficientnet_{best.variant}-" + ("fine-tuned" if spec.layers[0].trainable else "transfer")
     run_folder.write_run(Path(out), data, spec, module, config, history, evaluation, seconds, model_name=name,
                          extra=extra)
     return Path(out), history, evaluation
+
+
+def _fine_tune(chosen: Chosen, module: torch.nn.Module, options: FineTuneOptions, seed: int,
+               say: Callable[[str], None], extra: dict[str, Any]) -> L.ModelSpec:
+    """The second stage on the chosen backbone; the spec to save (a trainable backbone when it paid)."""
+    images, labels = fit_images(chosen.data), fit_labels(chosen.data)
+    fit, val = Photos(images, labels, chosen.rows), Photos(images, labels, chosen.tune)
+    where = f"{len(chosen.tune):,} photos the head did not see"
+    net = module[0].net
+    tuned = fine_tune(net, module[2].linear, fit, val, options, seed, say, where)
+    extra["transfer"]["fine_tune"] = {**tuned.to_dict(), "lr": options.lr, "head_lr": options.head_lr,
+                                      "batch_size": options.batch_size}
+    return photo_spec(len(chosen.data.class_names), chosen.best.variant, trainable=tuned.improved)

@@ -165,7 +165,8 @@ def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Eva
 
 def preprocessing(data: Dataset) -> dict[str, Any]:
     """What `predict` must do to a new image so that it looks like the training data (`model_file.model_preprocessing`)."""
-    return model_file.model_preprocessing(data.input_shape, data.name)
+    resize_to = getattr(getattr(data, "report", None), "resize_to", None)  # a folder read with a backbone's crop
+    return model_file.model_preprocessing(data.input_shape, data.name, resize_to)
 
 
 def read_history(run: str | Path) -> dict[str, list[float]]:
@@ -191,10 +192,11 @@ def folder_of(run: str | Path) -> Path | None:
 
 
 def folder_options_for(preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """How to read an image folder again exactly as the model was trained on it (size and colour)."""
+    """How to read an image folder again exactly as the model was trained on it (size, colour, crop)."""
     if "size" not in preprocessing:
         return {}
-    return {"image_size": tuple(preprocessing["size"]), "color": preprocessing.get("color", "auto")}
+    crop = {"resize_to": int(preprocessing["resize_to"])} if preprocessing.get("resize_to") else {}
+    return {"image_size": tuple(preprocessing["size"]), "color": preprocessing.get("color", "auto"), **crop}
 
 
 def data_of_run(run: str | Path | None, data: str | None = None, data_dir: str | None = None,

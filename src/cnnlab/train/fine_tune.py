@@ -183,10 +183,12 @@ def _outcome_text(kept: int, epochs: int, before: tuple[float, float], best: tup
 
 
 def _bottom(fast: EfficientNetLite, split: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """float (B, 3, H, W) in [0, 1] -> float32 input of stage `split`, without gradients."""
+    """float (B, 3, H, W) in [0, 1] -> float32 input of stage `split` on the network's device, without gradients."""
+    device = next(fast.parameters()).device
+
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # not inference_mode: the top saves this tensor for its backward pass
-            h = from_unit(x).to(dtype).contiguous(memory_format=torch.channels_last)
+            h = from_unit(x.to(device)).to(dtype).contiguous(memory_format=torch.channels_last)
             h = fast.stem(h)
             for stage in fast.stages[:split]:
                 h = stage(h)
@@ -225,7 +227,7 @@ def _evaluate(net: EfficientNetLite, split: int, dense: nn.Linear, batches: Call
     net.eval()  # no stochastic depth
     with torch.no_grad():
         logits = torch.cat([_top(net, split, dense, h) for h in batches()])
-    return loss_and_accuracy(logits, torch.as_tensor(val.labels[val.rows], dtype=torch.long))
+    return loss_and_accuracy(logits, torch.as_tensor(val.labels[val.rows], dtype=torch.long, device=logits.device))
 
 
 def _train_epoch(net: EfficientNetLite, split: int, dense: nn.Linear, run_bottom: Callable, fit: Photos,
@@ -237,8 +239,8 @@ def _train_epoch(net: EfficientNetLite, split: int, dense: nn.Linear, run_bottom
     for start in range(0, len(order), options.batch_size):
         rows = order[start:start + options.batch_size]
         x = random_resized_crop(_pixels(fit, rows), options.min_area, generator=gen)
-        y = torch.as_tensor(fit.labels[rows], dtype=torch.long)
         logits = _top(net, split, dense, run_bottom(x))
+        y = torch.as_tensor(fit.labels[rows], dtype=torch.long, device=logits.device)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

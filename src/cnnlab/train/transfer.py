@@ -1,49 +1,25 @@
-"""Transfer learning on photo folders: a frozen ImageNet backbone, its features computed once, a softmax head fitted on them.
+"""Transfer learning on photo folders: a frozen ImageNet backbone, its pooled features computed once, a logistic
+regression head fitted on them with its L2 chosen by cross-validation, the backbone too.
 
-The trained run is one ordinary model file, spec `[EfficientNetLite0(trainable=False), GlobalAveragePooling2D,
-Dense(K, softmax)]` (`trainable=True` after a fine-tune that paid, see cnnlab.train.fine_tune), so evaluate/predict/explain/export/serve treat it like any other run. Images are read by the
-folder loader stretched to 224x224 (the backbone's training size; the same resize `predict` applies to a run's
-inputs, so training and prediction see photos alike). `transfer_decision` is the rule that sends a `train` here;
-`cnnlab.runs.photos.train_photos` trains and saves the run.
+The rule lives here (`transfer_decision`: which `train` goes to the pretrained backbone) with the model's spec;
+`cnnlab.runs.photos.train_photos` makes the choices by cross-validation and saves the run.
 """
 from __future__ import annotations
 
-import io
 import os
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.backbones.inference import extract_features, optimize_for_inference
-from cnnlab.datasets.dataset import Dataset
-from cnnlab.datasets.folders import cache as folder_cache
 from cnnlab.datasets.folders.scan import scan
-from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.spec import layers as L
-from cnnlab.train.fit import History, loss_and_accuracy
+from cnnlab.train.photo_features import crop_of
 
 PHOTO_MIN_SIDE = 64  # median short side above this: photos (digits, icons and CIFAR-like thumbnails are 28-64 px)
-SIZE = (224, 224)  # EfficientNet-Lite0's training resolution
-FEATURES_VERSION = 1
-STD_FLOOR = 0.1  # of the median feature spread, when the head standardises its features (see `fit_head`)
-
-
-@dataclass(frozen=True)
-class HeadOptions:
-    """How the softmax head is fitted on the pooled features (full batch: a few thousand rows x 1280 take ms a step)."""
-    lr: float = 0.01  # Adam on standardised features; converges in ~100-300 steps on 2-10 classes
-    weight_decay: float = 1e-3  # L2 on the weights: 1280 features for ~100 photos a class would overfit without
-    max_steps: int = 2000  # a ceiling, not a target: the validation plateau stops it
-    eval_every: int = 10  # steps between validation checks (one "epoch" in the history)
-    patience: int = 10  # checks without a better validation loss before stopping (100 steps)
-    holdout: float = 0.2  # of train/ held out for the plateau when the folder has no val/
+BACKBONES: dict[str, type[L.EfficientNetLiteBase]] = {
+    "lite0": L.EfficientNetLite0, "lite1": L.EfficientNetLite1, "lite2": L.EfficientNetLite2}
 
 
 def is_photo_folder(path: str | os.PathLike, sample: int = 200) -> tuple[bool, str]:
@@ -100,14 +76,14 @@ def transfer_decision(request: TransferRequest, gray: bool = False) -> TransferD
     if request.chosen:
         chosen = ", ".join(request.chosen)
         if forced:
-            raise ValueError(f"{flag} trains the pretrained EfficientNet-Lite0 with its own recipe, which {chosen} "
+            raise ValueError(f"{flag} trains a pretrained EfficientNet-Lite with its own recipe, which {chosen} "
                              "would change; drop them, or add --no-transfer to train from scratch")
         return TransferDecision(False, f"model: trained from scratch as chosen ({chosen}; --transfer uses the "
                                        "pretrained backbone)")
     if gray:
         return TransferDecision(False, "the images are all gray: training the seed CNN from scratch instead"
                                 + (" (--color rgb gives the pretrained backbone three equal channels)" if forced else ""))
-    what = "pretrained EfficientNet-Lite0 (ImageNet) + a new softmax head" + (
+    what = "a pretrained EfficientNet-Lite (ImageNet) + a logistic-regression head, both chosen by cross-validation" + (
         ", then its top stages fine-tuned" if request.fine_tune else "")
     if forced:
         return TransferDecision(True, f"model: {what} ({flag})")
@@ -125,95 +101,8 @@ def _short_side(path: Path) -> int | None:
         return None
 
 
-def photo_spec(n_classes: int, trainable: bool = False) -> L.ModelSpec:
-    """The transfer model; `trainable` records a fine-tuned backbone (its weights then count as trainable)."""
-    return L.ModelSpec((L.EfficientNetLite0(weights="imagenet", include_top=False, trainable=trainable),
-                        L.GlobalAveragePooling2D(), L.Dense(n_classes, activation="softmax")), (*SIZE, 3))
-
-
-def pooled_features(fast: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """uint8 (N, 224, 224, 3) -> (N, 1280) float32: the feature map averaged over space; `fast` is the backbone
-    as `optimize_for_inference` makes it (folded BN, channels_last, bf16 where native)."""
-    if len(images) == 0:
-        return torch.zeros((0, 1280))
-    return extract_features(fast, torch.from_numpy(np.ascontiguousarray(images)), batch_size, pool=True)
-
-
-def feature_cache(path: str | os.PathLike, seed: int, color: str) -> Path:
-    layout = scan(path)
-    options = {"image_size": list(SIZE), "color": color, "features": "efficientnet_lite0-avg",
-               "version": FEATURES_VERSION, "seed": seed}
-    return folder_cache.cache_file(layout, layout.files(), options).with_suffix(".features.npz")
-
-
-def dataset_features(data: Dataset, net: torch.nn.Module, cache: Path | None,
-                     say: Callable[[str], None]) -> dict[str, torch.Tensor]:
-    """{"train", "val", "test"} pooled features, read from `cache` when it holds them for these images."""
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            found = {k: torch.from_numpy(z[k]) for k in z.files}
-        if {k: len(v) for k, v in found.items()} == _counts(data):
-            say(f"features: read from the cache {cache}")
-            return found
-    started = time.perf_counter()
-    splits = {"train": data.x_train, "val": data.x_val, "test": data.x_test}
-    fast = optimize_for_inference(net)  # one copy for every split
-    out = {k: pooled_features(fast, x) for k, x in splits.items() if x is not None}
-    seconds = time.perf_counter() - started
-    n = sum(len(v) for v in out.values())
-    say(f"features: EfficientNet-Lite0 on {n:,} images in {seconds:.1f}s ({n / max(seconds, 1e-9):.1f} images/s)")
-    if cache is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **{k: v.numpy() for k, v in out.items()})
-        atomic_write_bytes(cache, buf.getvalue())
-    return out
-
-
-def _counts(data: Dataset) -> dict[str, int]:
-    return {k: len(x) for k, x in (("train", data.x_train), ("val", data.x_val), ("test", data.x_test)) if x is not None}
-
-
-def fit_head(f_train: torch.Tensor, y_train: np.ndarray, f_val: torch.Tensor, y_val: np.ndarray, n_classes: int,
-             options: HeadOptions = HeadOptions(), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, History]:
-    """Dense(K) weights (K, 1280) and bias (K,) on raw pooled features; stops on the validation-loss plateau.
-
-    Trains on standardised features and folds the standardisation back, so the layer works on the raw ones.
-    """
-    torch.manual_seed(seed)
-    mean, std = f_train.mean(0), f_train.std(0)
-    # A floor at STD_FLOOR x the median spread: a feature nearly constant on the training photos (a ReLU6 channel that
-    # fires on one of them) would get a raw weight of w / std ~ 1e5 and swing the logits on any new photo where it
-    # fires a little (a 32-photo folder: test loss 2.15 and one error with 1e-6 as the floor, 0.00 and none with it).
-    std = std.clamp_min(max(STD_FLOOR * float(std.median()), 1e-6))
-    z_train, z_val = (f_train - mean) / std, (f_val - mean) / std
-    t_train, t_val = torch.as_tensor(y_train, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.long)
-    w = torch.zeros((n_classes, f_train.shape[1]), requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=options.lr)
-    history, best, best_state, waited = History(), float("inf"), (w.detach().clone(), b.detach().clone()), 0
-    started = time.perf_counter()
-    for step in range(1, options.max_steps + 1):
-        logits = z_train @ w.T + b
-        loss = F.cross_entropy(logits, t_train) + options.weight_decay * (w * w).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % options.eval_every:
-            continue
-        with torch.no_grad():
-            train_loss, train_acc = loss_and_accuracy(logits, t_train)
-            val_loss, val_acc = loss_and_accuracy(z_val @ w.T + b, t_val)
-            history.append(step // options.eval_every, {
-                "loss": train_loss, "accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                "seconds": time.perf_counter() - started})
-        started = time.perf_counter()
-        if val_loss < best - 1e-4:
-            best, best_state, waited, history.best_epoch = val_loss, (w.detach().clone(), b.detach().clone()), 0, len(history.epoch)
-        else:
-            waited += 1
-            if waited >= options.patience:
-                history.stopped_early = True
-                break
-    w_best, b_best = best_state
-    weight = w_best / std  # (K, 1280) on raw features
-    return weight, b_best - weight @ mean, history
+def photo_spec(n_classes: int, variant: str = "lite0", trainable: bool = False) -> L.ModelSpec:
+    """The transfer model at the backbone's own size; `trainable` records a fine-tuned backbone."""
+    size, _ = crop_of(variant)
+    return L.ModelSpec((BACKBONES[variant](weights="imagenet", include_top=False, trainable=trainable),
+                        L.GlobalAveragePooling2D(), L.Dense(n_classes, activation="softmax")), (size, size, 3))

@@ -94,7 +94,7 @@ class Trainer:
             if plan.transfer:
                 result = train_photos(plan.choices.data, job.run, seed=plan.choices.seed, color=plan.choices.color,
                                       fine_tune_options=plan.choices.fine_tune_options(),
-                                      say=lambda line: job.emit("log", line=line))
+                                      say=lambda line: job.emit("log", line=line), device=plan.choices.device or "auto")
                 if result is None:  # the photos turned out gray: from scratch, as the CLI does
                     plan = plan_training(plan.choices, gray=True)
                     for line in plan.reasons:

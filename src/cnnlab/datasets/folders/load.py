@@ -49,6 +49,7 @@ class FolderReport:
     cached: bool
     cache_file: str | None
     seconds: float
+    resize_to: int | None = None  # the images are centre crops after this resize of the short side (see load_folder)
 
     def lines(self) -> list[str]:
         out = [f"folder {self.root}: {self.layout_text()}", f"  {self.size_note}", f"  {self.color_note}",
@@ -77,7 +78,8 @@ class FolderReport:
     def to_dict(self) -> dict[str, Any]:
         return {"root": self.root, "layout": self.layout, "split_folders": self.split_folders,
                 "test_from": self.test_from, "image_size": list(self.image_size), "color": self.color,
-                "counts": self.counts, "bad_files": [b.to_dict() for b in self.bad_files], "cached": self.cached}
+                "counts": self.counts, "bad_files": [b.to_dict() for b in self.bad_files], "cached": self.cached,
+                **({"resize_to": self.resize_to} if self.resize_to else {})}
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class FolderDataset(Dataset):
 
 def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = None, color: str = "auto",
                 holdout: float = 0.2, seed: int = 0, workers: int | None = None, cache: bool = True,
-                on_progress: Callable[[int, int], None] | None = None, stream: bool | None = None) -> FolderDataset:
+                on_progress: Callable[[int, int], None] | None = None, stream: bool | None = None,
+                resize_to: int | None = None) -> FolderDataset:
     """Read an image folder into uint8 (N, H, W, C) arrays with int64 labels and the class names.
 
     image_size (H, W): every image is stretched to it; None chooses the median size of the images,
@@ -99,6 +102,9 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     read from a file in the cache folder (always written there, `cache=False` only skips reusing
     one); None (default) streams when the arrays would need more than half the free memory
     (`stream.should_stream`); False keeps them in memory and refuses data that would not fit.
+    resize_to: instead of stretching, the short side is bicubic-resized to it and the centre `image_size` crop kept
+    (a pretrained backbone's evaluation crop; needs a square `image_size`), the rule `predict` applies to a model
+    whose preprocessing records it (`cnnlab.datasets.image_files.to_model_input`).
     """
     from cnnlab.datasets.folders import stream as disk
     started = time.perf_counter()
@@ -108,9 +114,11 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
         raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction between 0 and 1, got {holdout!r}")
+    if resize_to is not None:
+        resize_to = _check_crop(image_size, resize_to)
     layout = scan(path)
     files = layout.files()
-    options = {"image_size": image_size, "color": color}
+    options = {"image_size": image_size, "color": color, **({"resize_to": resize_to} if resize_to else {})}
     cache_file = folder_cache.cache_file(layout, files, options)
     stream_file = disk.stream_file(cache_file, holdout, seed)
     if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file)) is not None:
@@ -118,16 +126,20 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     if cache and stream is not False and (found := disk.read(stream_file)) is not None:
         return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
     image_size, size_note = _plan_size(files, image_size, workers)
+    if resize_to:
+        size_note = (f"image size {image_size[0]}x{image_size[1]}: the short side resized to {resize_to} (bicubic), "
+                     "then the centre crop, as the pretrained backbone saw its photos")
     channels = 1 if color == "grayscale" else 3
     if stream or (stream is None and disk.should_stream(len(files), image_size, channels)):
         meta = disk.write(stream_file, (len(files), *image_size, channels),
-                          lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress),
+                          lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress,
+                                                        resize_to),
                           lambda meta: [idx for _, idx in _arrange(layout, files, meta, holdout, seed)[0]])
         return _assemble_streamed(layout, files, disk.open_rows(stream_file), meta, holdout, seed, False, stream_file,
                                   started)
     _check_memory(len(files), image_size, channels)
     x = np.zeros((len(files), *image_size, channels), dtype=np.uint8)  # (N, H, W, C)
-    meta = _decode_into(x, files, image_size, color, size_note, workers, on_progress)
+    meta = _decode_into(x, files, image_size, color, size_note, workers, on_progress, resize_to)
     if meta["color"] == "grayscale" and channels == 3:
         x = np.ascontiguousarray(x[..., :1])
     if cache:
@@ -144,6 +156,15 @@ def _check_size(size: Any) -> tuple[int, int]:
     if not (1 <= h <= 4096 and 1 <= w <= 4096):
         raise ValueError(f"image_size must be between 1x1 and 4096x4096 pixels, got {h}x{w}")
     return h, w
+
+
+def _check_crop(image_size: tuple[int, int] | None, resize_to: Any) -> int:
+    if image_size is None or image_size[0] != image_size[1]:
+        raise ValueError(f"resize_to (resize, then centre crop) needs a square image_size, got {image_size!r}")
+    if not isinstance(resize_to, int) or isinstance(resize_to, bool) or not image_size[0] <= resize_to <= 4096:
+        raise ValueError(f"resize_to must be a whole number of pixels from the crop size {image_size[0]} to 4096, "
+                         f"got {resize_to!r}")
+    return resize_to
 
 
 def default_image_size(sizes: list[tuple[int, int]], cap: int = MAX_DEFAULT_SIDE) -> tuple[int, int]:
@@ -198,14 +219,16 @@ def _probe(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _decode(path: Path, size: tuple[int, int], color: str) -> tuple[np.ndarray, bool] | str:
+def _decode(path: Path, size: tuple[int, int], color: str, resize_to: int | None = None) -> tuple[np.ndarray, bool] | str:
+    """One file as `predict` reads it for a model of this input (and preprocessing), and whether it is gray."""
+    preprocessing = {"resize_to": resize_to} if resize_to else None
     try:
         shape = (*size, 1 if color == "grayscale" else 3)
-        img = open_image(path, decode_side(shape))
+        img = open_image(path, decode_side(shape, preprocessing))
     except (BadImageError, FileNotFoundError) as exc:
         return getattr(exc, "reason", "disappeared while reading")
     try:
-        arr = to_model_input(img, shape)
+        arr = to_model_input(img, shape, preprocessing)
     except Exception as exc:  # noqa: BLE001 - an exotic pixel format Pillow cannot convert: skip the file like any bad one
         return f"cannot convert its {img.mode} pixels to {color} ({exc})"
     gray = arr.shape[2] == 1 or bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
@@ -231,14 +254,15 @@ def _plan_size(files: list[tuple[str, int, Path]], image_size: tuple[int, int] |
 
 
 def _decode_into(x: np.ndarray, files: list[tuple[str, int, Path]], image_size: tuple[int, int], color: str,
-                 size_note: str, workers: int | None, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+                 size_note: str, workers: int | None, on_progress: Callable[[int, int], None] | None,
+                 resize_to: int | None = None) -> dict[str, Any]:
     """Decode every file into its row of x (N, H, W, C), chunk by chunk; returns the meta the cache keeps.
 
     With color "auto", x has 3 channels and meta["color"] says whether the caller may keep only the first.
     """
     bad: dict[int, str] = {}
     all_gray = True
-    for start, part in iter_in_threads(lambda p: _decode(p, image_size, color), [p for _, _, p in files], workers,
+    for start, part in iter_in_threads(lambda p: _decode(p, image_size, color, resize_to), [p for _, _, p in files], workers,
                                        on_progress):
         for i, result in enumerate(part, start):
             if isinstance(result, str):
@@ -253,7 +277,7 @@ def _decode_into(x: np.ndarray, files: list[tuple[str, int, Path]], image_size: 
     else:
         color_note = f"colour: {color} (as asked)"
     return {"image_size": list(image_size), "size_note": size_note, "color": color, "color_note": color_note,
-            "bad": {str(i): reason for i, reason in bad.items()}}
+            "bad": {str(i): reason for i, reason in bad.items()}, **({"resize_to": resize_to} if resize_to else {})}
 
 
 def _check_memory(n: int, size: tuple[int, int], channels: int) -> None:
@@ -356,6 +380,7 @@ def _dataset(layout: Layout, files: list[tuple[str, int, Path]], xs: dict[str, n
     ys = {name: y[idx] for name, idx in parts}
     report = FolderReport(str(layout.root), "splits" if layout.split_folders else "classes", dict(layout.split_folders),
                           test_from, tuple(meta["image_size"]), meta["size_note"], meta["color"], meta["color_note"],
-                          counts, bad_files, cached, str(cache_file) if cache_file else None, seconds)
+                          counts, bad_files, cached, str(cache_file) if cache_file else None, seconds,
+                          meta.get("resize_to"))
     return FolderDataset(str(layout.root), xs["train"], ys["train"], xs["test"], ys["test"], layout.class_names,
                          str(layout.root), x_val=xs.get("val"), y_val=ys.get("val"), report=report)
