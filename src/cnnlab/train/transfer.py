@@ -7,7 +7,6 @@ inputs, so training and prediction see photos alike). `transfer_decision` is the
 """
 from __future__ import annotations
 
-import io
 import os
 import statistics
 import time
@@ -25,7 +24,6 @@ from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.folders import cache as folder_cache
 from cnnlab.datasets.folders.load import load_folder, stratified_split
 from cnnlab.datasets.folders.scan import scan
-from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs import run_folder
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module
@@ -153,9 +151,11 @@ def _feature_cache(path: str | os.PathLike, seed: int, color: str) -> Path:
 def dataset_features(data: Dataset, net: torch.nn.Module, cache: Path | None,
                      say: Callable[[str], None]) -> dict[str, torch.Tensor]:
     """{"train", "val", "test"} pooled features, read from `cache` when it holds them for these images."""
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            found = {k: torch.from_numpy(z[k]) for k in z.files}
+    def note(text: str) -> None:  # a damaged or unwritable cache only costs computing the features again
+        say(f"note: {text}")
+
+    if cache is not None and (arrays := folder_cache.read_arrays(cache, note)) is not None:
+        found = {k: torch.from_numpy(v) for k, v in arrays.items()}
         if {k: len(v) for k, v in found.items()} == _counts(data):
             say(f"features: read from the cache {cache}")
             return found
@@ -166,10 +166,8 @@ def dataset_features(data: Dataset, net: torch.nn.Module, cache: Path | None,
     seconds = time.perf_counter() - started
     n = sum(len(v) for v in out.values())
     say(f"features: EfficientNet-Lite0 on {n:,} images in {seconds:.1f}s ({n / max(seconds, 1e-9):.1f} images/s)")
-    if cache is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **{k: v.numpy() for k, v in out.items()})
-        atomic_write_bytes(cache, buf.getvalue())
+    if cache is not None:  # older entries of this folder and options are pruned
+        folder_cache.write_arrays(cache, {k: v.numpy() for k, v in out.items()}, note)
     return out
 
 

@@ -10,6 +10,7 @@ Data too large for memory (or `stream=True`) is decoded once into a disk-backed 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import statistics
@@ -49,6 +50,7 @@ class FolderReport:
     cached: bool
     cache_file: str | None
     seconds: float
+    notes: tuple[str, ...] = ()  # what the caches had to say: a damaged entry decoded again, an unwritable folder
 
     def lines(self) -> list[str]:
         out = [f"folder {self.root}: {self.layout_text()}", f"  {self.size_note}", f"  {self.color_note}",
@@ -58,6 +60,7 @@ class FolderReport:
             out.append(f"  {label}: " + ", ".join(f"{name} {n:,}" for name, n in classes.items()))
         how = "loaded from the cache" if self.cached else f"decoded in {self.seconds:.1f}s"
         out.append(f"  {how}" + (f" ({self.cache_file})" if self.cache_file else ""))
+        out += [f"  note: {n}" for n in self.notes]
         if self.bad_files:
             out.append(f"  {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} skipped (listed at the end)")
         return out
@@ -113,13 +116,15 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     options = {"image_size": image_size, "color": color}
     cache_file = folder_cache.cache_file(layout, files, options)
     stream_file = disk.stream_file(cache_file, holdout, seed)
-    if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file)) is not None:
+    notes: list[str] = []  # what the caches had to say (damaged, cannot be written), for the report
+    if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file, notes.append)) is not None:
         return _assemble(layout, files, *loaded, holdout, seed, True, cache_file, time.perf_counter() - started)
-    if cache and stream is not False and (found := disk.read(stream_file)) is not None:
+    if cache and stream is not False and folder_cache.fresh(stream_file) and (found := disk.read(stream_file)) is not None:
         return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
     image_size, size_note = _plan_size(files, image_size, workers)
     channels = 1 if color == "grayscale" else 3
     if stream or (stream is None and disk.should_stream(len(files), image_size, channels)):
+        folder_cache.note_racy(stream_file)
         meta = disk.write(stream_file, (len(files), *image_size, channels),
                           lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress),
                           lambda meta: [idx for _, idx in _arrange(layout, files, meta, holdout, seed)[0]])
@@ -130,10 +135,10 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     meta = _decode_into(x, files, image_size, color, size_note, workers, on_progress)
     if meta["color"] == "grayscale" and channels == 3:
         x = np.ascontiguousarray(x[..., :1])
-    if cache:
-        folder_cache.write_cache(cache_file, x, meta)
-    return _assemble(layout, files, x, meta, holdout, seed, False, cache_file if cache else None,
+    written = cache and folder_cache.write_cache(cache_file, x, meta, notes.append)
+    data = _assemble(layout, files, x, meta, holdout, seed, False, cache_file if written else None,
                      time.perf_counter() - started)
+    return dataclasses.replace(data, report=dataclasses.replace(data.report, notes=tuple(notes))) if notes else data
 
 
 def _check_size(size: Any) -> tuple[int, int]:
