@@ -30,12 +30,16 @@ from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
 from cnnlab.spec.build import build, class_count
 from cnnlab.spec.graph import AnySpec, GraphSpec
+from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
-_MAX_JSON_BYTES = 64 << 20
+_MAX_JSON_BYTES = 16 << 20  # a Keras config of 800 layers (EfficientNetB7) is about 1 MB
+_MAX_JSON_VALUES = 2_000_000  # objects, arrays and values (json.loads needs ~50 bytes each): ~100 MB at most
+_MAX_LAYERS = 4096  # ResNet152 has 566 layers, EfficientNetB7 813, NASNetLarge 1041; more: a hostile or broken file
 _SLACK_BYTES = 64 << 20  # HDF5 overhead allowed beyond the float32 weights the config asks for
+_CHUNK = 1 << 20  # zip entries are read this much at a time, so an entry lying about its size fails early
 
 
 @dataclass
@@ -124,13 +128,28 @@ def _read_member(zf: zipfile.ZipFile, member: str, where: str, limit: int) -> by
     if info.file_size > limit:
         raise KerasFileError(f"{where}: {member} is {info.file_size:,} bytes, more than the {limit:,} "
                              "the model's config justifies")
-    try:
-        return zf.read(member)
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
+    if info.flag_bits & 0x1:
+        raise KerasFileError(f"{where}: {member} is encrypted; a .keras file is never encrypted")
+    parts, size = [], 0
+    try:  # bounded chunks: a deflated entry inflates no further than the limit, whatever its header says
+        with zf.open(info) as f:
+            while block := f.read(_CHUNK):
+                size += len(block)
+                if size > limit:
+                    raise KerasFileError(f"{where}: {member} holds more than the {limit:,} bytes "
+                                         f"{'its header' if info.file_size <= limit else 'the config'} allows")
+                parts.append(block)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
         raise KerasFileError(f"{where}: damaged {member} ({exc})") from None
+    return b"".join(parts)
 
 
 def _read_json(raw: bytes, where: str, member: str) -> Any:
+    """json.loads, refused first when the text holds more values than a model config has (memory, time)."""
+    values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if values > _MAX_JSON_VALUES:
+        raise KerasFileError(f"{where}: {member} holds about {values:,} JSON values, more than the "
+                             f"{_MAX_JSON_VALUES:,} cnnlab reads")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -184,7 +203,11 @@ def _read_weights(raw: bytes, spec: AnySpec, where: str) -> dict[str, torch.Tens
                     if ds.shape != expected:
                         raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
                                              f"expected {expected}")
-                    arrays.append(np.asarray(ds[()], dtype=np.float32))
+                    array = np.asarray(ds[()], dtype=np.float32)
+                    if not np.isfinite(array).all():
+                        raise KerasFileError(f"{where}: variable {key} of layer {lname!r} holds NaN or infinite "
+                                             "values; refusing to load it")
+                    arrays.append(array)
                 for tname, tensor in zip(wanted, to_torch(arrays, perm, layer)):
                     state[f"{lname}.{tname}"] = tensor
     except (OSError, KeyError) as exc:  # h5py's error for a damaged file
@@ -205,10 +228,8 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
         if WEIGHTS not in zf.namelist() and "model.weights.npz" in zf.namelist():
             raise KerasFileError(f"{where}: cnnlab reads weights saved as {WEIGHTS}. Received: model.weights.npz")
         config = _read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG)
-        if isinstance(config, dict) and config.get("class_name") == "Functional":
-            spec, name = read_graph_config(config, f"{where} ({CONFIG})")
-        else:
-            spec, name = read_config(config, f"{where} ({CONFIG})")
+        spec, name = _spec_of(config, where)
+        check_memory(spec, 1, False, f"the model in {where}")  # the declared shapes, before anything is allocated
         class_names = None
         if METADATA in zf.namelist():
             meta = _read_json(_read_member(zf, METADATA, where, _MAX_JSON_BYTES), where, METADATA)
@@ -219,6 +240,24 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
             raise KerasFileError(f"{where}: the config asks for {floats:,} weights but {WEIGHTS} "
                                  f"is only {len(raw):,} bytes")
     return KerasModel(spec, _read_weights(raw, spec, where), name, class_names)
+
+
+def _spec_of(config: Any, where: str) -> tuple[AnySpec, str]:
+    """The spec of config.json; a hostile or broken config is a one-line KerasFileError, never a traceback."""
+    layers = config.get("config", {}).get("layers") if isinstance(config, dict) and isinstance(
+        config.get("config"), dict) else None
+    if isinstance(layers, list) and len(layers) > _MAX_LAYERS:
+        raise KerasFileError(f"{where}: {CONFIG} has {len(layers):,} layers, more than the {_MAX_LAYERS:,} "
+                             "cnnlab reads")
+    try:
+        if isinstance(config, dict) and config.get("class_name") == "Functional":
+            return read_graph_config(config, f"{where} ({CONFIG})")
+        return read_config(config, f"{where} ({CONFIG})")
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError, OverflowError, RecursionError) as exc:
+        if isinstance(exc, KerasFileError):
+            raise
+        raise KerasFileError(f"{where}: {CONFIG} is not a model config cnnlab can read "
+                             f"({type(exc).__name__}: {str(exc)[:100]})") from None
 
 
 def _class_names(meta: Any, spec: AnySpec, where: str) -> list[str] | None:
