@@ -256,6 +256,36 @@ def _image_corpus(root: Path) -> dict[str, tuple[str, str, str]]:
     }
 
 
+# --- image folders ----------------------------------------------------------------------------------------
+def _folder(root: Path, classes: dict[bytes, int]) -> Path:
+    for name, n in classes.items():
+        folder = os.path.join(os.fsencode(root), name)
+        os.makedirs(folder)
+        for i in range(n):
+            Image.fromarray(np.full((6, 6), 30 * i + len(name), np.uint8)).save(os.path.join(folder, b"%d.png" % i))
+    return root
+
+
+def _folder_corpus(root: Path) -> dict[str, tuple[list[str], str, str]]:
+    """name -> (the train arguments, "ok"/"error", regex)."""
+    odd = _folder(root / "non_utf8", {b"caf\xe9": 4, b"tea": 4})
+    os.mkfifo(os.path.join(os.fsencode(odd), b"tea", b"pipe\xff.png"))
+    ansi = _folder(root / "ansi", {b"\x1b[2Jred": 4, b"blue\nfake line": 4})
+    (ansi / "blue\nfake line" / "x\x1b[31m.png").write_bytes(b"")
+    empty = _folder(root / "empty_class", {b"a": 3, b"b": 0})
+    (empty / "b" / "0.png").write_bytes(b"not a png")
+
+    def train(folder: Path, name: str) -> list[str]:
+        return ["train", "--data", str(folder), "--model", "flatten dense2:softmax", "--epochs", "1", "--quiet",
+                "--out", str(root / f"run-{name}")]
+    return {
+        "folder_non_utf8_names_and_fifo": (train(odd, "a"), "ok", r"test accuracy[\s\S]*pipe\\xff\.png  not a regular"),
+        "folder_ansi_and_newline_names": (train(ansi, "b"), "ok", r"test accuracy[\s\S]*x\\x1b\[31m\.png  empty file"),
+        "folder_class_without_images": (train(empty, "c"), "error", r"class folder b/ .* has no usable image"),
+        "folder_proc": (train(Path("/proc/self"), "d"), "error", r"system folder"),
+    }
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> tuple[dict[str, dict], dict[str, tuple[str, str]]]:
     root = tmp_path_factory.mktemp("hostile")
@@ -273,6 +303,8 @@ def hostile(tmp_path_factory) -> tuple[dict[str, dict], dict[str, tuple[str, str
     for name, (data, kind, pattern) in _keras_corpus(root).items():
         (root / f"{name}.keras").write_bytes(data)
         cases[name], expect[name] = ["predict", str(root / f"{name}.keras"), image], (kind, pattern)
+    for name, (argv, kind, pattern) in _folder_corpus(root / "folders").items():
+        cases[name], expect[name] = argv, (kind, pattern)
     (root / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNLAB_DATA": str(root / "cache")}
     env.pop("CNNLAB_MEMORY_LIMIT", None)
@@ -291,7 +323,8 @@ ALL_CASES = [
     "model_truncated", "keras_ok", "keras_nan", "keras_inf", "keras_4gb_declared", "keras_lying_entry_size",
     "keras_21m_empty_objects", "keras_3m_values", "keras_deep_json", "keras_100k_layers", "keras_1000_layers_load",
     "keras_encrypted", "keras_registered_name", "keras_dtype_object", "keras_truncated", "keras_not_a_zip",
-    "keras_no_weights", "keras_wrong_shape",
+    "keras_no_weights", "keras_wrong_shape", "folder_non_utf8_names_and_fifo", "folder_ansi_and_newline_names",
+    "folder_class_without_images", "folder_proc",
 ]
 
 
@@ -304,6 +337,7 @@ def test_hostile_case(hostile, name):
     assert result is not None, f"the runner died before {name}: {results.get('__crash__')}"
     kind, pattern = expect[name]
     assert result["seconds"] < CASE_SECONDS, result
+    assert "\x1b" not in result["out"] + result["err"], result  # no name reaches the terminal raw
     if kind == "ok":
         assert result["rc"] == 0 and re.search(pattern, result["out"]), result
     else:
