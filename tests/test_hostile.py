@@ -230,6 +230,10 @@ def _model_corpus(root: Path) -> dict[str, tuple[bytes, str, str]]:
         "model_version_string": (_edited(good, lambda m: m.update(format_version="1")), "error",
                                  r"format_version '1' \(str\); this cnnlab reads .* the number 1"),
         "model_truncated": (good[:100], "error", r"not a readable"),
+        "model_no_spec": (_edited(good, lambda m: (m.pop("spec"), m.pop("metadata_sha256"))), "error",
+                          r"metadata has no 'spec' entry"),
+        "model_conv_output": (_model_bytes(root, L.ModelSpec((L.Conv2D(2, 3),), (4, 4, 1))), "error",
+                              r"outputs a 2x2x2 feature map per image, not one score per class"),
     }
 
 
@@ -320,7 +324,7 @@ ALL_CASES = [
     "image_ok", "image_fifo", "image_dev_zero", "image_text_file", "image_folder", "image_bomb", "image_empty",
     "image_missing", "model_ok", "model_swapped_class_names", "model_edited_preprocessing", "model_resize_1e9",
     "model_resize_20000", "model_resize_1e308", "model_resize_list", "model_resize_ok", "model_version_string",
-    "model_truncated", "keras_ok", "keras_nan", "keras_inf", "keras_4gb_declared", "keras_lying_entry_size",
+    "model_truncated", "model_no_spec", "model_conv_output", "keras_ok", "keras_nan", "keras_inf", "keras_4gb_declared", "keras_lying_entry_size",
     "keras_21m_empty_objects", "keras_3m_values", "keras_deep_json", "keras_100k_layers", "keras_1000_layers_load",
     "keras_encrypted", "keras_registered_name", "keras_dtype_object", "keras_truncated", "keras_not_a_zip",
     "keras_no_weights", "keras_wrong_shape", "folder_non_utf8_names_and_fifo", "folder_ansi_and_newline_names",

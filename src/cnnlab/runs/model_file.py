@@ -143,8 +143,14 @@ def read_model(path: str | os.PathLike) -> SavedModel:
             raise ModelFileError(f"{path}: {len(class_names)} class names for a model of {class_count(spec)} classes "
                                  f"({outputs[0][-1]} outputs)")
         check_preprocessing(preprocessing, spec, str(path))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
-        raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
+    except SpecError as exc:
+        raise ModelFileError(f"{path}: the model spec in the file's metadata is not valid (damaged or edited): "
+                             f"{exc}") from None
+    except KeyError as exc:
+        raise ModelFileError(f"{path}: the file's cnnlab metadata has no {exc.args[0]!r} entry: it is damaged or "
+                             "was not written by cnnlab") from None
+    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: the file's cnnlab metadata is damaged ({type(exc).__name__}: {exc})") from None
     _check_sizes(path, spec, state)
     check_tensors(state, meta.get("sha256"), str(path))
     check_memory(spec, 1, False, f"the model {path}")  # predict and export run at least one image
