@@ -172,3 +172,28 @@ def test_export_torchscript_onto_a_real_full_tmpfs(tmp_path, saved):
         assert lines[-1].startswith("cnnlab: error: [Errno 28] cannot write") and os.listdir(mount) == []
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+# --- loading is linear in the number of layers -------------------------------------------------------------
+def test_sequential_add_does_not_scan_the_earlier_layers():
+    """Each add() was a scan of every earlier layer's name (100,000 layers: 5e9 comparisons); now O(1)."""
+    from cnnlab import layers, models
+
+    class Counting(list):
+        scans = 0
+
+        def __iter__(self):
+            Counting.scans += 1
+            return super().__iter__()
+    for make in (lambda: layers.Activation("relu"), lambda: L.Activation("relu")):  # layer objects, then specs
+        model = models.Sequential(name="deep")
+        model._layers = Counting()
+        model.add(L.Input((4,)))
+        for _ in range(100):
+            model.add(make())
+        names = [layer.name for layer in list.__iter__(model._layers)]
+        assert len(set(names)) == 100 and list(model.spec.names) == names
+    assert Counting.scans <= 4  # model.spec reads the list once per model
+    assert names[:3] == ["activation", "activation_1", "activation_2"]  # specs are named within the model
+    with pytest.raises(ValueError, match="used twice"):
+        model.add(L.Activation("relu", name="activation_7"))
