@@ -90,7 +90,8 @@ def test_old_racy_list_is_dropped_once_files_are_old(tmp_path, monkeypatch):
     root = tmp_path / "colours"
     _two_classes(root, 2)
     first = load_folder(root, image_size=(6, 6), color="rgb")
-    sidecar = Path(first.report.cache_file + ".racy.json")
+    cache = Path(first.report.cache_file)
+    sidecar = cache.with_name(f".{cache.name}.racy.json")
     assert sidecar.exists()  # the files were just written: their digests are kept
     monkeypatch.setattr(folder_cache, "RACY_NS", 0)
     assert load_folder(root, image_size=(6, 6), color="rgb").report.cached
@@ -177,3 +178,16 @@ def test_old_feature_caches_are_pruned(tmp_path):
     for key in ("1", "2", "3"):
         folder_cache.write_arrays(folder / f"f-abc-{key}.features.npz", {"train": np.zeros(2)})
     assert sorted(p.name for p in folder.iterdir()) == ["f-abc-1.npz", "f-abc-3.features.npz"]
+
+
+def test_streamed_copy_is_checked_like_the_in_memory_cache(tmp_path):
+    root = tmp_path / "colours"
+    _two_classes(root)
+    first = load_folder(root, image_size=(6, 6), color="rgb", stream=True)
+    cache = Path(first.report.cache_file)
+    assert cache.with_name(f".{cache.name}.racy.json").exists()  # the files are new: their digests kept
+    assert load_folder(root, image_size=(6, 6), color="rgb", stream=True).report.cached
+    for i in range(4):
+        _swap(root / "red" / f"{i}.bmp", root / "blue" / f"{i}.bmp", by_rename=False)
+    after = load_folder(root, image_size=(6, 6), color="rgb", stream=True)
+    assert not after.report.cached and not _labels_match_pixels(after)

@@ -12,7 +12,7 @@ a new key. The cost of the choice: a folder copied or restored elsewhere (new in
 One gap remains: the kernel stamps times at its clock tick (a few ms; 2 s on FAT), so a file rewritten
 within the tick of its previous change keeps all four. Such "racy" files (changed less than `RACY_NS`
 before the key was taken, as git calls them) are also hashed (SHA-256) when the key is taken, and an
-entry written with them keeps their digests in a `.racy.json` beside it: a read checks those files'
+entry written with them keeps their digests in a hidden `.NAME.racy.json` beside it: a read checks those files'
 contents, and once they are old enough to be safe the list is dropped. Only the newest files are read.
 """
 from __future__ import annotations
@@ -91,7 +91,8 @@ def cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict
 
 
 def _racy_file(path: Path) -> Path:
-    return path.with_name(path.name + ".racy.json")
+    """Hidden, so that no glob for entries (ours, the streamed copies') takes it for one and removes it."""
+    return path.with_name(f".{path.name}.racy.json")
 
 
 def fresh(path: Path) -> bool:
@@ -113,8 +114,9 @@ def fresh(path: Path) -> bool:
 
 def note_racy(path: Path) -> None:
     """Before an entry is written: keep the digests of the racy files its key was taken with (see `fresh`)."""
-    racy = _racy_at_key.get(path.name.split(".", 1)[0])
+    racy = _racy_at_key.get(path.name.split(".", 1)[0].split("~", 1)[0])  # a streamed copy adds ~hHOLDOUT~sSEED
     if racy:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(_racy_file(path), json.dumps(racy))
     else:
         _racy_file(path).unlink(missing_ok=True)
