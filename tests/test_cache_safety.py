@@ -91,7 +91,7 @@ def test_old_racy_list_is_dropped_once_files_are_old(tmp_path, monkeypatch):
     _two_classes(root, 2)
     first = load_folder(root, image_size=(6, 6), color="rgb")
     cache = Path(first.report.cache_file)
-    sidecar = cache.with_name(f".{cache.name}.racy.json")
+    sidecar = cache.with_name(f"{cache.name}.racy")
     assert sidecar.exists()  # the files were just written: their digests are kept
     monkeypatch.setattr(folder_cache, "RACY_NS", 0)
     assert load_folder(root, image_size=(6, 6), color="rgb").report.cached
@@ -185,7 +185,7 @@ def test_streamed_copy_is_checked_like_the_in_memory_cache(tmp_path):
     _two_classes(root)
     first = load_folder(root, image_size=(6, 6), color="rgb", stream=True)
     cache = Path(first.report.cache_file)
-    assert cache.with_name(f".{cache.name}.racy.json").exists()  # the files are new: their digests kept
+    assert cache.with_name(f"{cache.name}.racy").exists()  # the files are new: their digests kept
     assert load_folder(root, image_size=(6, 6), color="rgb", stream=True).report.cached
     for i in range(4):
         _swap(root / "red" / f"{i}.bmp", root / "blue" / f"{i}.bmp", by_rename=False)

@@ -12,7 +12,7 @@ a new key. The cost of the choice: a folder copied or restored elsewhere (new in
 One gap remains: the kernel stamps times at its clock tick (a few ms; 2 s on FAT), so a file rewritten
 within the tick of its previous change keeps all four. Such "racy" files (changed less than `RACY_NS`
 before the key was taken, as git calls them) are also hashed (SHA-256) when the key is taken, and an
-entry written with them keeps their digests in a hidden `.NAME.racy.json` beside it: a read checks those files'
+entry written with them keeps their digests in a `NAME.racy` beside it: a read checks those files'
 contents, and once they are old enough to be safe the list is dropped. Only the newest files are read.
 """
 from __future__ import annotations
@@ -91,8 +91,8 @@ def cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict
 
 
 def _racy_file(path: Path) -> Path:
-    """Hidden, so that no glob for entries (ours, the streamed copies') takes it for one and removes it."""
-    return path.with_name(f".{path.name}.racy.json")
+    """Named so that no glob for entries (`*.npz`, the streamed copies' `.npy` and `.json`) takes it for one."""
+    return path.with_name(f"{path.name}.racy")  # JSON inside
 
 
 def fresh(path: Path) -> bool:
@@ -120,6 +120,18 @@ def note_racy(path: Path) -> None:
         atomic_write_text(_racy_file(path), json.dumps(racy))
     else:
         _racy_file(path).unlink(missing_ok=True)
+
+
+def drop_orphans(path: Path) -> None:
+    """Remove the racy lists of this folder and options whose entry is gone (replaced by `path`). (One of another
+    process whose entry is a few ms from its rename could go too; that entry would then be trusted on its stamps.)"""
+    prefix = path.name.split(".", 1)[0].split("~", 1)[0].rsplit("-", 1)[0] + "-"
+    for side in path.parent.glob(f"{glob.escape(prefix)}*.racy"):
+        try:
+            if not side.with_name(side.name[:-len(".racy")]).exists():
+                side.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def read_arrays(path: Path, note: Callable[[str], None] | None = None) -> dict[str, np.ndarray] | None:
@@ -165,6 +177,7 @@ def _prune(path: Path) -> None:
         if old != path and old.name.split(".", 1)[1] == suffixes:  # a.npz never prunes a.features.npz
             old.unlink(missing_ok=True)
             _racy_file(old).unlink(missing_ok=True)
+    drop_orphans(path)
 
 
 def read_cache(path: Path, note: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict[str, Any]] | None:

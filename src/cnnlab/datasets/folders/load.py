@@ -149,6 +149,7 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
         meta = disk.write(stream_file, (len(files), *image_size, channels),
                           lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress),
                           lambda meta: [idx for _, idx in _arrange(layout, files, meta, holdout, seed)[0]])
+        folder_cache.drop_orphans(stream_file)
         return _assemble_streamed(layout, files, disk.open_rows(stream_file), meta, holdout, seed, False, stream_file,
                                   started)
     _check_memory(len(files), image_size, channels)
