@@ -191,3 +191,12 @@ def test_streamed_copy_is_checked_like_the_in_memory_cache(tmp_path):
         _swap(root / "red" / f"{i}.bmp", root / "blue" / f"{i}.bmp", by_rename=False)
     after = load_folder(root, image_size=(6, 6), color="rgb", stream=True)
     assert not after.report.cached and not _labels_match_pixels(after)
+
+
+def test_non_utf8_file_name_in_image_dataset_from_directory(tmp_path):
+    from cnnlab.utils import image_dataset_from_directory
+    root = tmp_path / "colours"
+    _two_classes(root)
+    Image.fromarray(np.full((6, 6, 3), (255, 0, 0), np.uint8)).save(os.path.join(os.fsencode(root / "red"), b"\xff.bmp"))
+    data = image_dataset_from_directory(root, image_size=(6, 6), batch_size=None, verbose=False)
+    assert len(data.file_paths) == 9
