@@ -28,6 +28,7 @@ from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
+from cnnlab.runs.model_file import MAX_JSON_BYTES, ModelFileError, check_json_size
 from cnnlab.spec.build import build, class_count
 from cnnlab.spec.graph import AnySpec, GraphSpec
 from cnnlab.spec.memory import check_memory
@@ -35,8 +36,6 @@ from cnnlab.spec.summary import summary_dict
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
-_MAX_JSON_BYTES = 16 << 20  # a Keras config of 800 layers (EfficientNetB7) is about 1 MB
-_MAX_JSON_VALUES = 2_000_000  # objects, arrays and values (json.loads needs ~50 bytes each): ~100 MB at most
 _MAX_LAYERS = 4096  # ResNet152 has 566 layers, EfficientNetB7 813, NASNetLarge 1041; more: a hostile or broken file
 _SLACK_BYTES = 64 << 20  # HDF5 overhead allowed beyond the float32 weights the config asks for
 _CHUNK = 1 << 20  # zip entries are read this much at a time, so an entry lying about its size fails early
@@ -146,10 +145,10 @@ def _read_member(zf: zipfile.ZipFile, member: str, where: str, limit: int) -> by
 
 def _read_json(raw: bytes, where: str, member: str) -> Any:
     """json.loads, refused first when the text holds more values than a model config has (memory, time)."""
-    values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
-    if values > _MAX_JSON_VALUES:
-        raise KerasFileError(f"{where}: {member} holds about {values:,} JSON values, more than the "
-                             f"{_MAX_JSON_VALUES:,} cnnlab reads")
+    try:
+        check_json_size(raw, where, member)
+    except ModelFileError as exc:
+        raise KerasFileError(str(exc)) from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -227,12 +226,12 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
     with zf:
         if WEIGHTS not in zf.namelist() and "model.weights.npz" in zf.namelist():
             raise KerasFileError(f"{where}: cnnlab reads weights saved as {WEIGHTS}. Received: model.weights.npz")
-        config = _read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG)
+        config = _read_json(_read_member(zf, CONFIG, where, MAX_JSON_BYTES), where, CONFIG)
         spec, name = _spec_of(config, where)
         check_memory(spec, 1, False, f"the model in {where}")  # the declared shapes, before anything is allocated
         class_names = None
         if METADATA in zf.namelist():
-            meta = _read_json(_read_member(zf, METADATA, where, _MAX_JSON_BYTES), where, METADATA)
+            meta = _read_json(_read_member(zf, METADATA, where, MAX_JSON_BYTES), where, METADATA)
             class_names = _class_names(meta, spec, where)
         floats = summary_dict(spec)["total_params"]
         raw = _read_member(zf, WEIGHTS, where, 4 * floats * 2 + _SLACK_BYTES)  # float64 weights are allowed

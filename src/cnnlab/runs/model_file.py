@@ -123,12 +123,29 @@ def read_safetensors(raw: bytes, where: str, what: str = "safetensors file"
     return tensors, metadata
 
 
+MAX_JSON_BYTES = 16 << 20  # a model's metadata (spec, class names) or a Keras config.json: 800 layers are ~1 MB
+MAX_JSON_VALUES = 2_000_000  # objects, arrays and values: json.loads needs ~50 bytes each, so ~100 MB at most
+
+
+def check_json_size(text: str | bytes, where: str, what: str) -> None:
+    """Refuse JSON text before json.loads allocates for it: 21 million empty objects would take 1.8 GB and 13 s."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if len(raw) > MAX_JSON_BYTES:
+        raise ModelFileError(f"{where}: {what} is {len(raw):,} bytes of JSON, more than the {MAX_JSON_BYTES:,} "
+                             "cnnlab reads")
+    values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if values > MAX_JSON_VALUES:
+        raise ModelFileError(f"{where}: {what} holds about {values:,} JSON values, more than the "
+                             f"{MAX_JSON_VALUES:,} cnnlab reads")
+
+
 def read_model(path: str | os.PathLike) -> SavedModel:
     path = model_path(path)
     state, metadata = read_safetensors(path.read_bytes(), str(path))
     meta_text = metadata.get("cnnlab")
     if meta_text is None:
         raise ModelFileError(f"{path}: a safetensors file without cnnlab metadata (spec and class names)")
+    check_json_size(meta_text, str(path), "the cnnlab metadata")
     try:
         meta = json.loads(meta_text)
         _check_version(meta, path)
