@@ -280,6 +280,8 @@ def _folder_corpus(root: Path) -> dict[str, tuple[list[str], str, str]]:
     (ansi / "blue\nfake line" / "x\x1b[31m.png").write_bytes(b"")
     empty = _folder(root / "empty_class", {b"a": 3, b"b": 0})
     (empty / "b" / "0.png").write_bytes(b"not a png")
+    escaped_empty = _folder(root / "escaped_empty_class", {b"a": 3, b"\x1bb": 0})
+    (escaped_empty / "\x1bb" / "0.png").write_bytes(b"")
 
     def train(folder: Path, name: str) -> list[str]:
         return ["train", "--data", str(folder), "--model", "flatten dense2:softmax", "--epochs", "1", "--quiet",
@@ -288,6 +290,8 @@ def _folder_corpus(root: Path) -> dict[str, tuple[list[str], str, str]]:
         "folder_non_utf8_names_and_fifo": (train(odd, "a"), "ok", r"test accuracy[\s\S]*pipe\\xff\.png  not a regular"),
         "folder_ansi_and_newline_names": (train(ansi, "b"), "ok", r"test accuracy[\s\S]*x\\x1b\[31m\.png  empty file"),
         "folder_class_without_images": (train(empty, "c"), "error", r"class folder b/ .* has no usable image"),
+        "folder_escaped_class_without_images": (train(escaped_empty, "e"), "error",
+                                                r"class folder \\x1bb/ .* no usable image \(1 file could not be read: empty"),
         "folder_proc": (train(Path("/proc/self"), "d"), "error", r"system folder"),
     }
 
@@ -330,7 +334,7 @@ ALL_CASES = [
     "keras_21m_empty_objects", "keras_3m_values", "keras_deep_json", "keras_100k_layers", "keras_1000_layers_load",
     "keras_encrypted", "keras_registered_name", "keras_dtype_object", "keras_truncated", "keras_not_a_zip",
     "keras_no_weights", "keras_wrong_shape", "folder_non_utf8_names_and_fifo", "folder_ansi_and_newline_names",
-    "folder_class_without_images", "folder_proc",
+    "folder_class_without_images", "folder_escaped_class_without_images", "folder_proc",
 ]
 
 

@@ -327,9 +327,9 @@ def _arrange(layout: Layout, files: list[tuple[str, int, Path]], meta: dict[str,
             if n == 0:
                 where = f"{layout.split_folders[split]}{name}/" if layout.split_folders else f"{name}/"
                 total = len(classes[name])
+                reason = next((b.reason for b in bad_files if printable(b.path).startswith(where)), "unreadable")
                 raise ValueError(f"class folder {where} in {layout.root} has no usable image"
-                                 + (f" ({total} file{'s' * (total != 1)} could not be read: "
-                                    f"{next(b.reason for b in bad_files if b.path.startswith(where))})" if total else ""))
+                                 + (f" ({total} file{'s' * (total != 1)} could not be read: {reason})" if total else ""))
             counts[split][name] = n
 
     def rows(split: str) -> np.ndarray:
