@@ -250,6 +250,7 @@ def _image_corpus(root: Path) -> dict[str, tuple[str, str, str]]:
     Image.new("1", (20000, 20000)).save(bomb, "PNG")
     (root / "bomb.png").write_bytes(bomb.getvalue())
     (root / "empty.png").write_bytes(b"")
+    (root / "linked.md").symlink_to(root / "gone.md")
     return {
         "image_ok": (str(root / "ok.png"), "ok", r"ok\.png: (cat|dog) 0\.\d{3}"),
         "image_fifo": (str(root / "fifo.jpg"), "error", r"fifo\.jpg: not a regular file"),
@@ -258,6 +259,7 @@ def _image_corpus(root: Path) -> dict[str, tuple[str, str, str]]:
         "image_folder": (str(root / "folder.png"), "error", r"is a folder"),
         "image_bomb": (str(root / "bomb.png"), "error", r"decompression bomb"),
         "image_empty": (str(root / "empty.png"), "error", r"empty file"),
+        "image_broken_link": (str(root / "linked.md"), "error", r"linked\.md: a broken link \(its target .*gone\.md"),
         "image_missing": (str(root / "missing.png"), "error", r"not found"),
     }
 
@@ -328,7 +330,7 @@ def hostile(tmp_path_factory) -> tuple[dict[str, dict], dict[str, tuple[str, str
 
 ALL_CASES = [
     "image_ok", "image_fifo", "image_dev_zero", "image_text_file", "image_folder", "image_bomb", "image_empty",
-    "image_missing", "model_ok", "model_swapped_class_names", "model_edited_preprocessing", "model_resize_1e9",
+    "image_broken_link", "image_missing", "model_ok", "model_swapped_class_names", "model_edited_preprocessing", "model_resize_1e9",
     "model_resize_20000", "model_resize_1e308", "model_resize_list", "model_resize_ok", "model_version_string",
     "model_truncated", "model_21m_empty_objects", "model_no_spec", "model_conv_output", "keras_ok", "keras_nan", "keras_inf", "keras_4gb_declared", "keras_lying_entry_size",
     "keras_21m_empty_objects", "keras_3m_values", "keras_deep_json", "keras_100k_layers", "keras_1000_layers_load",

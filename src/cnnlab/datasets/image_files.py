@@ -50,6 +50,9 @@ def open_image(path: str | os.PathLike, at_least: int | None = None) -> Image.Im
         with open(path, "rb") as file:
             return _decode(file, size, path, at_least=at_least)
     except FileNotFoundError:
+        if os.path.lexists(path):  # it is listed, but as a link whose target is gone: "not found" would puzzle
+            raise BadImageError(path, f"a broken link (its target {os.readlink(path)!r} does not exist), "
+                                      "not an image file") from None
         raise FileNotFoundError(f"image {str(path)!r} not found") from None
     except PermissionError:
         raise BadImageError(path, "unreadable (permission denied)") from None
