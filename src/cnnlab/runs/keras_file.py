@@ -161,7 +161,8 @@ def _dataset(group: h5py.Group, key: str, where: str) -> h5py.Dataset:
         raise KerasFileError(f"{where}: {group.name}/{key} is {getattr(link, '__name__', 'missing')}, "
                              "expected a dataset")
     ds = group[key]
-    if not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual or ds.dtype.kind != "f":
+    if (not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual or ds.dtype.kind != "f"
+            or ds.dtype.itemsize > 8):  # float16 to float64: what the memory budget allows for
         raise KerasFileError(f"{where}: {group.name}/{key} is not a plain float dataset")
     return ds
 
