@@ -200,3 +200,25 @@ def test_non_utf8_file_name_in_image_dataset_from_directory(tmp_path):
     Image.fromarray(np.full((6, 6, 3), (255, 0, 0), np.uint8)).save(os.path.join(os.fsencode(root / "red"), b"\xff.bmp"))
     data = image_dataset_from_directory(root, image_size=(6, 6), batch_size=None, verbose=False)
     assert len(data.file_paths) == 9
+
+
+@pytest.mark.parametrize("how", ["full", "read-only"])
+def test_real_full_or_read_only_cache_folder(tmp_path, monkeypatch, how):
+    """A 16 KiB tmpfs as the cache folder (root only; skipped elsewhere): the load goes on, with one note."""
+    import subprocess
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    options = "size=16k" + (",ro" if how == "read-only" else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        monkeypatch.setenv("CNNLAB_DATA", str(mount))
+        root = tmp_path / "colours"
+        _two_classes(root, 40)  # 80 images of 6x6x3: more than 16 KiB decoded
+        data = load_folder(root, image_size=(6, 6), color="rgb")
+        notes = [line for line in data.report.lines() if "note:" in line]
+        wanted = "No space left on device" if how == "full" else "Read-only file system"
+        assert _labels_match_pixels(data) and len(notes) == 1 and wanted in notes[0], notes
+        assert not any(p.name.endswith(".tmp") for p in mount.rglob("*"))
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
