@@ -29,6 +29,7 @@ def _rewrite(path, change, drop_hash=False):
     change(tensors)
     if drop_hash:
         meta.pop("sha256")
+        meta.pop("metadata_sha256", None)  # as a file written before the digests
     path.write_bytes(st_save(tensors, metadata={"cnnlab": json.dumps(meta)}))
 
 

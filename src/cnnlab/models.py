@@ -19,7 +19,7 @@ from cnnlab.spec.build import assemble, place
 from cnnlab.spec.graph import AnySpec
 from cnnlab.spec.layers import Input as InputSpec
 from cnnlab.spec.layers import Layer as LayerSpec
-from cnnlab.spec.layers import ModelSpec, SpecError, drop_auto_names, keras_names
+from cnnlab.spec.layers import ModelSpec, SpecError, drop_auto_names
 from cnnlab.spec.merge import Merge
 from cnnlab.symbolic import Input, InputLayer, KerasTensor, Layer, build_modules
 from cnnlab.train.fit import resolve_device
@@ -34,6 +34,8 @@ class Sequential(Model):
         self._layers: list[Layer] = []
         self._input: KerasTensor | None = None
         self._tensors: list[KerasTensor] = []  # each layer's output, once the input shape is known
+        self._names: set[str] = set()  # the layers' names and how many of each Keras class, so that add() is
+        self._kind_counts: dict[str, int] = {}  # O(1): a 100,000-layer file loads in linear time
         for layer in layers or []:
             self.add(layer)
         if not trainable:
@@ -52,11 +54,16 @@ class Sequential(Model):
                            else layer.output if isinstance(layer, InputLayer) else layer)
             return
         if isinstance(layer, LayerSpec):  # a spec is named within its model, as in a JSON layer list
-            layer = KL.from_spec(layer, layer.name or keras_names([*(x.spec for x in self._layers), layer])[-1])
+            n = self._kind_counts.get(layer.keras_name, 0)
+            auto = layer.keras_name if n == 0 else f"{layer.keras_name}_{n}"  # as keras_names counts
+            layer = KL.from_spec(layer, layer.name or auto)
         if not isinstance(layer, Layer):
             raise SpecError(f"add() takes a layer such as layers.Conv2D(32, (3, 3)), got {layer!r}")
-        if any(other.name == layer.name for other in self._layers):
+        if layer.name in self._names:
             raise SpecError(f"layer name {layer.name!r} is used twice; layer names must be unique")
+        self._names.add(layer.name)
+        kind = layer.spec.keras_name
+        self._kind_counts[kind] = self._kind_counts.get(kind, 0) + 1
         if not self._layers and self._input is None and layer.declared_input_shape is not None:
             self._input = Input(layer.declared_input_shape)
         self._layers.append(layer)

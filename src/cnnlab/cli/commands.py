@@ -69,6 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.datasets.image_files import load_image_for, save_input_png
+    from cnnlab.printable import printable
     from cnnlab.runs.open_model import open_model
     from cnnlab.runs.predict import class_probabilities, top_k
 
@@ -84,8 +85,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for r in results:
-            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+        for r in results:  # names escaped: a file or class name must not drive the terminal (cnnlab.printable)
+            print(f"{printable(r['image'])}: " + ", ".join(f"{printable(t['class'])} {t['probability']:.3f}"
+                                                          for t in r["top"]))
     return 0
 
 
@@ -250,8 +252,9 @@ def _run(command: Callable[[], int]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
         return 1
     except USER_ERRORS as exc:
+        from cnnlab.printable import printable
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"cnnlab: error: {message}", file=sys.stderr)
+        print(f"cnnlab: error: {printable(message)}", file=sys.stderr)  # a name in it must not drive the terminal
         return 1
 
 

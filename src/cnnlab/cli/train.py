@@ -233,6 +233,6 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
           f"(trained {seconds:.1f}s)  run saved to {folder}")
     report = getattr(data, "report", None)
-    if report is not None and report.bad_files:
+    if args.quiet and report is not None and report.bad_files:  # otherwise listed with the folder report
         print(report.bad_files_text())
     return 0

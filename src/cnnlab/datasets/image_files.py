@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,10 +43,16 @@ def open_image(path: str | os.PathLike, at_least: int | None = None) -> Image.Im
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # a FIFO would block open() forever
+            raise BadImageError(path, "not a regular file (a FIFO, device or socket), not an image file")
+        size = info.st_size
         with open(path, "rb") as file:
             return _decode(file, size, path, at_least=at_least)
     except FileNotFoundError:
+        if os.path.lexists(path):  # it is listed, but as a link whose target is gone: "not found" would puzzle
+            raise BadImageError(path, f"a broken link (its target {os.readlink(path)!r} does not exist), "
+                                      "not an image file") from None
         raise FileNotFoundError(f"image {str(path)!r} not found") from None
     except PermissionError:
         raise BadImageError(path, "unreadable (permission denied)") from None

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import MissingExtra
-from cnnlab.fsutil import atomic_path, atomic_write_bytes
+from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.open_model import OpenedModel, open_model
 from cnnlab.runs.predict import probabilities
 
@@ -73,15 +73,25 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
     wrapper = PixelsToScores(saved.module).eval()
     example = torch.zeros((2, *saved.spec.input_shape), dtype=torch.uint8)
     if fmt == "onnx":
-        atomic_write_bytes(out, onnx_bytes(wrapper, example, metadata(saved), opset))
+        _write(out, onnx_bytes(wrapper, example, metadata(saved), opset))
     else:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance, still the C++ route
             traced = torch.jit.trace(wrapper, example)
-        with atomic_path(out) as tmp, warnings.catch_warnings():
+        buffer = _io.BytesIO()  # serialised in memory: torch's own file writer aborts the process on a full disk
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(traced, str(tmp), _extra_files={"cnnlab.json": json.dumps(metadata(saved))})
+            torch.jit.save(traced, buffer, _extra_files={"cnnlab.json": json.dumps(metadata(saved))})
+        _write(out, buffer.getvalue())
     return out
+
+
+def _write(out: Path, data: bytes) -> None:
+    """Atomic (no half file, no .tmp left); a full or read-only disk is one line naming the file."""
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {out} ({len(data):,} bytes): {exc.strerror or exc}") from None
 
 
 def metadata(saved: OpenedModel) -> dict[str, str]:

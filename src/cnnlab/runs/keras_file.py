@@ -28,14 +28,17 @@ from cnnlab.fsutil import atomic_write_bytes
 from cnnlab.runs.keras_config import model_config, read_config, walk
 from cnnlab.runs.keras_graph import graph_config, graph_walk, read_graph_config
 from cnnlab.runs.keras_layers import CONVERTERS, KerasFileError
+from cnnlab.runs.model_file import MAX_JSON_BYTES, ModelFileError, check_json_size
 from cnnlab.spec.build import build, class_count
 from cnnlab.spec.graph import AnySpec, GraphSpec
+from cnnlab.spec.memory import check_memory
 from cnnlab.spec.summary import summary_dict
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this mirrors; Keras's loader does not read it
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
-_MAX_JSON_BYTES = 64 << 20
+_MAX_LAYERS = 4096  # ResNet152 has 566 layers, EfficientNetB7 813, NASNetLarge 1041; more: a hostile or broken file
 _SLACK_BYTES = 64 << 20  # HDF5 overhead allowed beyond the float32 weights the config asks for
+_CHUNK = 1 << 20  # zip entries are read this much at a time, so an entry lying about its size fails early
 
 
 @dataclass
@@ -124,13 +127,28 @@ def _read_member(zf: zipfile.ZipFile, member: str, where: str, limit: int) -> by
     if info.file_size > limit:
         raise KerasFileError(f"{where}: {member} is {info.file_size:,} bytes, more than the {limit:,} "
                              "the model's config justifies")
-    try:
-        return zf.read(member)
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
+    if info.flag_bits & 0x1:
+        raise KerasFileError(f"{where}: {member} is encrypted; a .keras file is never encrypted")
+    parts, size = [], 0
+    try:  # bounded chunks: a deflated entry inflates no further than the limit, whatever its header says
+        with zf.open(info) as f:
+            while block := f.read(_CHUNK):
+                size += len(block)
+                if size > limit:
+                    raise KerasFileError(f"{where}: {member} holds more than the {limit:,} bytes "
+                                         f"{'its header' if info.file_size <= limit else 'the config'} allows")
+                parts.append(block)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
         raise KerasFileError(f"{where}: damaged {member} ({exc})") from None
+    return b"".join(parts)
 
 
 def _read_json(raw: bytes, where: str, member: str) -> Any:
+    """json.loads, refused first when the text holds more values than a model config has (memory, time)."""
+    try:
+        check_json_size(raw, where, member)
+    except ModelFileError as exc:
+        raise KerasFileError(str(exc)) from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -143,7 +161,8 @@ def _dataset(group: h5py.Group, key: str, where: str) -> h5py.Dataset:
         raise KerasFileError(f"{where}: {group.name}/{key} is {getattr(link, '__name__', 'missing')}, "
                              "expected a dataset")
     ds = group[key]
-    if not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual or ds.dtype.kind != "f":
+    if (not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual or ds.dtype.kind != "f"
+            or ds.dtype.itemsize > 8):  # float16 to float64: what the memory budget allows for
         raise KerasFileError(f"{where}: {group.name}/{key} is not a plain float dataset")
     return ds
 
@@ -184,7 +203,11 @@ def _read_weights(raw: bytes, spec: AnySpec, where: str) -> dict[str, torch.Tens
                     if ds.shape != expected:
                         raise KerasFileError(f"{where}: variable {key} of layer {lname!r} has shape {ds.shape}, "
                                              f"expected {expected}")
-                    arrays.append(np.asarray(ds[()], dtype=np.float32))
+                    array = np.asarray(ds[()], dtype=np.float32)
+                    if not np.isfinite(array).all():
+                        raise KerasFileError(f"{where}: variable {key} of layer {lname!r} holds NaN or infinite "
+                                             "values; refusing to load it")
+                    arrays.append(array)
                 for tname, tensor in zip(wanted, to_torch(arrays, perm, layer)):
                     state[f"{lname}.{tname}"] = tensor
     except (OSError, KeyError) as exc:  # h5py's error for a damaged file
@@ -204,14 +227,12 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
     with zf:
         if WEIGHTS not in zf.namelist() and "model.weights.npz" in zf.namelist():
             raise KerasFileError(f"{where}: cnnlab reads weights saved as {WEIGHTS}. Received: model.weights.npz")
-        config = _read_json(_read_member(zf, CONFIG, where, _MAX_JSON_BYTES), where, CONFIG)
-        if isinstance(config, dict) and config.get("class_name") == "Functional":
-            spec, name = read_graph_config(config, f"{where} ({CONFIG})")
-        else:
-            spec, name = read_config(config, f"{where} ({CONFIG})")
+        config = _read_json(_read_member(zf, CONFIG, where, MAX_JSON_BYTES), where, CONFIG)
+        spec, name = _spec_of(config, where)
+        check_memory(spec, 1, False, f"the model in {where}")  # the declared shapes, before anything is allocated
         class_names = None
         if METADATA in zf.namelist():
-            meta = _read_json(_read_member(zf, METADATA, where, _MAX_JSON_BYTES), where, METADATA)
+            meta = _read_json(_read_member(zf, METADATA, where, MAX_JSON_BYTES), where, METADATA)
             class_names = _class_names(meta, spec, where)
         floats = summary_dict(spec)["total_params"]
         raw = _read_member(zf, WEIGHTS, where, 4 * floats * 2 + _SLACK_BYTES)  # float64 weights are allowed
@@ -219,6 +240,24 @@ def load_keras(path: str | os.PathLike) -> KerasModel:
             raise KerasFileError(f"{where}: the config asks for {floats:,} weights but {WEIGHTS} "
                                  f"is only {len(raw):,} bytes")
     return KerasModel(spec, _read_weights(raw, spec, where), name, class_names)
+
+
+def _spec_of(config: Any, where: str) -> tuple[AnySpec, str]:
+    """The spec of config.json; a hostile or broken config is a one-line KerasFileError, never a traceback."""
+    layers = config.get("config", {}).get("layers") if isinstance(config, dict) and isinstance(
+        config.get("config"), dict) else None
+    if isinstance(layers, list) and len(layers) > _MAX_LAYERS:
+        raise KerasFileError(f"{where}: {CONFIG} has {len(layers):,} layers, more than the {_MAX_LAYERS:,} "
+                             "cnnlab reads")
+    try:
+        if isinstance(config, dict) and config.get("class_name") == "Functional":
+            return read_graph_config(config, f"{where} ({CONFIG})")
+        return read_config(config, f"{where} ({CONFIG})")
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError, OverflowError, RecursionError) as exc:
+        if isinstance(exc, KerasFileError):
+            raise
+        raise KerasFileError(f"{where}: {CONFIG} is not a model config cnnlab can read "
+                             f"({type(exc).__name__}: {str(exc)[:100]})") from None
 
 
 def _class_names(meta: Any, spec: AnySpec, where: str) -> list[str] | None:

@@ -5,6 +5,7 @@ Nothing is ever pickled or unpickled: a model file from a stranger is tensors pl
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import os
@@ -54,6 +55,7 @@ def model_bytes(spec: AnySpec, module: torch.nn.Module, class_names: list[str],
             "class_names": list(class_names), "preprocessing": preprocessing}
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     meta["sha256"] = tensor_digest(state)
+    meta["metadata_sha256"] = metadata_digest(meta)
     return st_save(state, metadata={"cnnlab": json.dumps(meta)})
 
 
@@ -67,6 +69,13 @@ def model_preprocessing(input_shape: Any, data: str | None = None, resize_to: in
     h, w, c = (int(v) for v in input_shape)
     return {"scale": 255, "size": [h, w], "channels": c, "color": "grayscale" if c == 1 else "rgb",
             "mnist_style": data in MNIST_STYLE_DATA, **({"resize_to": int(resize_to)} if resize_to else {})}
+
+
+def metadata_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the whole metadata (class names, preprocessing, spec, name, the tensors' digest) as canonical
+    JSON: a class-name list swapped by hand would flip every answer silently, so it is covered like the weights."""
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def save_model(path: str | os.PathLike, spec: AnySpec, module: torch.nn.Module, class_names: list[str],
@@ -92,17 +101,33 @@ def model_path(path: str | os.PathLike) -> Path:
     return path
 
 
+MAX_JSON_BYTES = 16 << 20  # a model's metadata (spec, class names) or a Keras config.json: 800 layers are ~1 MB
+MAX_JSON_VALUES = 2_000_000  # objects, arrays and values: json.loads needs ~50 bytes each, so ~100 MB at most
+
+
+def check_json_size(text: str | bytes, where: str, what: str) -> None:
+    """Refuse JSON text before json.loads allocates for it: 21 million empty objects would take 1.8 GB and 13 s."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if len(raw) > MAX_JSON_BYTES:
+        raise ModelFileError(f"{where}: {what} is {len(raw):,} bytes of JSON, more than the {MAX_JSON_BYTES:,} "
+                             "cnnlab reads")
+    values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if values > MAX_JSON_VALUES:
+        raise ModelFileError(f"{where}: {what} holds about {values:,} JSON values, more than the "
+                             f"{MAX_JSON_VALUES:,} cnnlab reads")
+
+
 def read_model(path: str | os.PathLike) -> SavedModel:
     path = model_path(path)
     state, metadata = read_safetensors(path.read_bytes(), str(path))
     meta_text = metadata.get("cnnlab")
     if meta_text is None:
         raise ModelFileError(f"{path}: a safetensors file without cnnlab metadata (spec and class names)")
+    check_json_size(meta_text, str(path), "the cnnlab metadata")
     try:
         meta = json.loads(meta_text)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelFileError(f"{path}: model format version {meta.get('format_version')!r}, "
-                                 f"this cnnlab reads version {FORMAT_VERSION}")
+        _check_version(meta, path)
+        _check_metadata_digest(meta, path)
         spec = spec_from_dict(meta["spec"])
         outputs = summary_dict(spec)["output_shapes"]
         class_names = meta["class_names"]
@@ -112,14 +137,56 @@ def read_model(path: str | os.PathLike) -> SavedModel:
         if len(outputs) == 1 and len(outputs[0]) == 1 and len(class_names) != class_count(spec):
             raise ModelFileError(f"{path}: {len(class_names)} class names for a model of {class_count(spec)} classes "
                                  f"({outputs[0][-1]} outputs)")
-        if not isinstance(preprocessing, dict):
-            raise ModelFileError(f"{path}: preprocessing must be an object, got {preprocessing!r:.80}")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, SpecError, RecursionError) as exc:
-        raise ModelFileError(f"{path}: damaged cnnlab metadata ({type(exc).__name__}: {exc})") from None
+        check_preprocessing(preprocessing, spec, str(path))
+    except SpecError as exc:
+        raise ModelFileError(f"{path}: the model spec in the file's metadata is not valid (damaged or edited): "
+                             f"{exc}") from None
+    except KeyError as exc:
+        raise ModelFileError(f"{path}: the file's cnnlab metadata has no {exc.args[0]!r} entry: it is damaged or "
+                             "was not written by cnnlab") from None
+    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: the file's cnnlab metadata is damaged ({type(exc).__name__}: {exc})") from None
     _check_sizes(path, spec, state)
     check_tensors(state, meta.get("sha256"), str(path))
     check_memory(spec, 1, False, f"the model {path}")  # predict and export run at least one image
     return SavedModel(spec, state, class_names, preprocessing, str(meta.get("name", "sequential")))
+
+
+def _check_version(meta: Any, path: Path) -> None:
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: the cnnlab metadata must be a JSON object, got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        what = "no format_version" if version is None else f"format_version {version!r} ({type(version).__name__})"
+        raise ModelFileError(f"{path}: the metadata has {what}; this cnnlab reads model files whose format_version "
+                             f"is the number {FORMAT_VERSION}: the file is damaged, edited, or from another version")
+
+
+def _check_metadata_digest(meta: dict[str, Any], path: Path) -> None:
+    """Files written since the metadata digest exists carry one: any change to the metadata is refused. Older files
+    have only the tensors' digest; they load, their metadata unverified (README: Safety and limits)."""
+    expected = meta.get("metadata_sha256")
+    if expected is not None and metadata_digest(meta) != expected:
+        raise ModelFileError(f"{path}: the metadata (class names, preprocessing, spec) does not match the file's "
+                             "SHA-256: the file is damaged or was edited")
+
+
+MAX_RESIZE = 8192  # pixels: the short side an image may be resized to before the centre crop
+
+
+def check_preprocessing(preprocessing: Any, spec: AnySpec, where: str) -> None:
+    """The preprocessing recipe must be an object whose numbers are in range (a resize_to of 1e9 would ask for
+    terabytes per image, a list would fail deep in Pillow)."""
+    if not isinstance(preprocessing, dict):
+        raise ModelFileError(f"{where}: preprocessing must be an object, got {preprocessing!r:.80}")
+    resize_to = preprocessing.get("resize_to")
+    if resize_to is None:
+        return
+    side = max(spec.input_shape[:2]) if spec.input_shape and len(spec.input_shape) == 3 else 1
+    if (not isinstance(resize_to, int) or isinstance(resize_to, bool)
+            or not side <= resize_to <= min(MAX_RESIZE, 4 * side)):
+        raise ModelFileError(f"{where}: preprocessing resize_to must be a whole number of pixels from the input side "
+                             f"{side} to {min(MAX_RESIZE, 4 * side)}, got {resize_to!r:.40}")
 
 
 def _check_sizes(path: Path, spec: AnySpec, state: dict[str, torch.Tensor]) -> None:

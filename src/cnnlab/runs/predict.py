@@ -28,7 +28,12 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 def class_probabilities(module: torch.nn.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
     """uint8 images (N, H, W, C) -> float32 probabilities (N, classes), in batches."""
     device = next(module.parameters()).device
-    return probabilities(predict_logits(module, eval_images(images, device), batch_size)).cpu().numpy()
+    logits = predict_logits(module, eval_images(images, device), batch_size)
+    if logits.ndim != 2:  # a model ending in a conv layer gives a feature map, not one score per class
+        shape = "x".join(map(str, logits.shape[1:]))
+        raise ValueError(f"this model outputs a {shape} feature map per image, not one score per class, so it has no "
+                         "class probabilities; end it with e.g. GlobalAveragePooling2D and Dense(classes) to classify")
+    return probabilities(logits).cpu().numpy()
 
 
 def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[dict[str, Any]]]:

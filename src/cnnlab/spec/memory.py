@@ -3,7 +3,8 @@
 The estimate is deliberately simple and generous: float32 everywhere; activations are every layer's
 output for the whole batch, doubled when training (saved for the backward pass, plus their gradients);
 training adds a gradient and two Adam moments per parameter. The limit is a fraction of the memory
-available now (psutil, else /proc/meminfo MemAvailable), or `CNNLAB_MEMORY_LIMIT` bytes when set.
+available now (psutil, else /proc/meminfo MemAvailable; less under an address-space limit, `ulimit -v`),
+or `CNNLAB_MEMORY_LIMIT` bytes when set.
 """
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ def available_bytes() -> int:
     return 8 << 30  # unknown system: assume a modest machine
 
 
+def address_space_left() -> int | None:
+    """Bytes this process may still map under its address-space limit (`ulimit -v`, RLIMIT_AS); None: no limit."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, ValueError, OSError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(0, soft - int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return soft
+
+
 def memory_limit() -> int:
     text = os.environ.get(ENV)
     if text:
@@ -69,7 +88,8 @@ def memory_limit() -> int:
         if value <= 0:
             raise ValueError(f"{ENV} must be a positive number of bytes, got {text!r}")
         return value
-    return int(available_bytes() * FRACTION)
+    left = address_space_left()  # under `ulimit -v` an allocation fails long before the RAM runs out
+    return int(min(available_bytes(), left if left is not None else available_bytes()) * FRACTION)
 
 
 def check_memory(spec: AnySpec, batch_size: int, training: bool, what: str) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.folders.check import IMBALANCE_THRESHOLD, auto_class_weight, class_weights, imbalance_ratio
+from cnnlab.printable import printable
 from cnnlab.train.augment import PRESETS, AugmentOptions
 
 CLASS_WEIGHT_MODES = ("auto", "balanced", "none")
@@ -47,7 +48,8 @@ def data_choices(data: Dataset, policy: DataPolicy) -> tuple[dict[str, Any], lis
         options["class_weight"] = weights
         why = (f"the largest class has {imbalance_ratio(counts):.1f}x the images of the smallest (over "
                f"{IMBALANCE_THRESHOLD}); --class-weight none turns this off") if policy.class_weight == "auto" else "as asked"
-        said.append("class weights: " + ", ".join(f"{n} {w:g}" for n, w in zip(data.class_names, weights)) + f" ({why})")
+        said.append("class weights: " + ", ".join(f"{printable(n)} {w:g}" for n, w in zip(data.class_names, weights))
+                    + f" ({why})")
     augment = augment_options(policy, data.input_shape[-1])
     if augment is not None:
         options["augment"] = augment

@@ -7,7 +7,6 @@ fitted on exactly the photos the saved model will be shown.
 """
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from cnnlab.backbones.preprocess import CROP_PADDING
 from cnnlab.datasets.folders import cache as folder_cache
 from cnnlab.datasets.folders.load import FolderDataset, load_folder
 from cnnlab.datasets.folders.scan import scan
-from cnnlab.fsutil import atomic_write_bytes
 
 FEATURES_VERSION = 2  # 2: the backbone's crop instead of a stretch, any variant, mirror images
 BATCH = 32  # photos a forward pass: the fast copy's throughput is flat from 16 to 64 on a CPU
@@ -86,11 +84,13 @@ def photo_features(images: np.ndarray, net: EfficientNetLite, device: torch.devi
                    cache: Path | None, say: Callable[[str], None], name: str) -> dict[str, torch.Tensor]:
     """{"plain": (N, 1280)} and with `flip` {"flip": ...} of the mirror images; read from `cache` when it holds
     them for N photos (its key names the files and every option, so a changed file or setting computes anew)."""
+    def note(text: str) -> None:  # a damaged or unwritable cache only costs computing the features again
+        say(f"note: {text}")
+
     wanted = ["plain", "flip"] if flip else ["plain"]
     found: dict[str, torch.Tensor] = {}
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            found = {k: torch.from_numpy(z[k]) for k in z.files if len(z[k]) == len(images)}
+    if cache is not None and (arrays := folder_cache.read_arrays(cache, note)) is not None:
+        found = {k: torch.from_numpy(v) for k, v in arrays.items() if len(v) == len(images)}
     missing = [k for k in wanted if k not in found]
     if not missing:
         say(f"features: {name} read from the cache {cache}")
@@ -105,8 +105,6 @@ def photo_features(images: np.ndarray, net: EfficientNetLite, device: torch.devi
     say(f"features: {name} ({str(dtype).removeprefix('torch.')}, {device.type}) on {n:,} images"
         f"{' (and their mirror images)' if 'flip' in missing else ''} in {seconds:.1f}s "
         f"({n / max(seconds, 1e-9):.1f} images/s)")
-    if cache is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **{k: v.numpy() for k, v in found.items()})
-        atomic_write_bytes(cache, buf.getvalue())
+    if cache is not None:  # older entries of this folder and options are pruned
+        folder_cache.write_arrays(cache, {k: v.numpy() for k, v in found.items()}, note)
     return {k: found[k] for k in wanted}

@@ -10,6 +10,7 @@ Data too large for memory (or `stream=True`) is decoded once into a disk-backed 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import statistics
@@ -27,9 +28,11 @@ from cnnlab.datasets.dataset import Dataset
 from cnnlab.datasets.folders import cache as folder_cache
 from cnnlab.datasets.folders.scan import BadFile, Layout, scan
 from cnnlab.datasets.image_files import BadImageError, decode_side, open_image, to_model_input
+from cnnlab.printable import printable
 
 COLORS = ("auto", "rgb", "grayscale")
 MAX_DEFAULT_SIDE = 128  # the chosen default size never exceeds this, so photos train in reasonable time on a CPU
+LISTED = 20  # skipped files listed with the folder report; `data check` lists them all
 _CHUNK = 64  # files per thread task: few enough futures for 100k files, small enough to balance the threads
 
 
@@ -50,30 +53,51 @@ class FolderReport:
     cache_file: str | None
     seconds: float
     resize_to: int | None = None  # the images are centre crops after this resize of the short side (see load_folder)
+    notes: tuple[str, ...] = ()  # what the caches had to say: a damaged entry decoded again, an unwritable folder
 
     def lines(self) -> list[str]:
-        out = [f"folder {self.root}: {self.layout_text()}", f"  {self.size_note}", f"  {self.color_note}",
+        """What was found, chosen and skipped, for a terminal (names escaped: see `cnnlab.printable`)."""
+        out = [f"folder {printable(self.root)}: {self.layout_text()}", f"  {self.size_note}", f"  {self.color_note}",
                f"  evaluation images: {self.test_from}"]
         for split, classes in self.counts.items():
             label = f"{self.split_folders[split]}" if self.layout == "splits" else "images per class"
-            out.append(f"  {label}: " + ", ".join(f"{name} {n:,}" for name, n in classes.items()))
+            out.append(f"  {label}: " + ", ".join(f"{printable(name)} {n:,}" for name, n in classes.items()))
         how = "loaded from the cache" if self.cached else f"decoded in {self.seconds:.1f}s"
         out.append(f"  {how}" + (f" ({self.cache_file})" if self.cache_file else ""))
+        out += [f"  note: {printable(n)}" for n in (*self.class_notes(), *self.notes)]
         if self.bad_files:
-            out.append(f"  {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} skipped (listed at the end)")
+            out += ["  " + line for line in self.bad_files_text(LISTED).splitlines()]
         return out
+
+    def class_notes(self) -> list[str]:
+        """A class with a single image has none held out: the test split cannot say how it is recognised."""
+        if self.layout != "classes":
+            return []
+        alone = [printable(name) for name, n in self.counts.get("train", {}).items() if n == 1]  # before the holdout
+        if not alone:
+            return []
+        return [f"class{'es' * (len(alone) > 1)} {', '.join(alone)} ha{'ve' if len(alone) > 1 else 's'} one image "
+                "only: it trains on it, none is held out, so the test accuracy says nothing about "
+                f"{'them' if len(alone) > 1 else 'it'}; add images"]
 
     def layout_text(self) -> str:
         if self.layout == "classes":
             return "one subfolder per class"
         return "split folders " + ", ".join(f"{folder} ({split})" for split, folder in self.split_folders.items())
 
-    def bad_files_text(self) -> str:
+    def bad_files_text(self, limit: int | None = None) -> str:
+        """The skipped files and why, names escaped; at most `limit` of them (the count says how many more)."""
         if not self.bad_files:
             return "no files were skipped"
-        width = max(len(b.path) for b in self.bad_files)
-        return "\n".join([f"skipped {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} in {self.root}:"] +
-                         [f"  {b.path:<{width}}  {b.reason}" for b in self.bad_files])
+        shown = self.bad_files[:limit]
+        paths = [printable(b.path) for b in shown]
+        width = max(len(p) for p in paths)
+        more = len(self.bad_files) - len(shown)
+        return "\n".join([f"skipped {len(self.bad_files)} file{'s' * (len(self.bad_files) != 1)} in "
+                          f"{printable(self.root)}:"] + [f"  {p:<{width}}  {printable(b.reason)}"
+                                                          for p, b in zip(paths, shown)]
+                         + ([f"  ... and {more:,} more (cnnlab data check {printable(self.root)} lists them all)"]
+                            if more else []))
 
     def to_dict(self) -> dict[str, Any]:
         return {"root": self.root, "layout": self.layout, "split_folders": self.split_folders,
@@ -121,9 +145,10 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     options = {"image_size": image_size, "color": color, **({"resize_to": resize_to} if resize_to else {})}
     cache_file = folder_cache.cache_file(layout, files, options)
     stream_file = disk.stream_file(cache_file, holdout, seed)
-    if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file)) is not None:
+    notes: list[str] = []  # what the caches had to say (damaged, cannot be written), for the report
+    if cache and stream is not True and (loaded := folder_cache.read_cache(cache_file, notes.append)) is not None:
         return _assemble(layout, files, *loaded, holdout, seed, True, cache_file, time.perf_counter() - started)
-    if cache and stream is not False and (found := disk.read(stream_file)) is not None:
+    if cache and stream is not False and folder_cache.fresh(stream_file) and (found := disk.read(stream_file)) is not None:
         return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
     image_size, size_note = _plan_size(files, image_size, workers)
     if resize_to:
@@ -131,10 +156,12 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
                      "then the centre crop, as the pretrained backbone saw its photos")
     channels = 1 if color == "grayscale" else 3
     if stream or (stream is None and disk.should_stream(len(files), image_size, channels)):
+        folder_cache.note_racy(stream_file)
         meta = disk.write(stream_file, (len(files), *image_size, channels),
                           lambda x: _decode_into(x, files, image_size, color, size_note, workers, on_progress,
                                                         resize_to),
                           lambda meta: [idx for _, idx in _arrange(layout, files, meta, holdout, seed)[0]])
+        folder_cache.drop_orphans(stream_file)
         return _assemble_streamed(layout, files, disk.open_rows(stream_file), meta, holdout, seed, False, stream_file,
                                   started)
     _check_memory(len(files), image_size, channels)
@@ -142,10 +169,10 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     meta = _decode_into(x, files, image_size, color, size_note, workers, on_progress, resize_to)
     if meta["color"] == "grayscale" and channels == 3:
         x = np.ascontiguousarray(x[..., :1])
-    if cache:
-        folder_cache.write_cache(cache_file, x, meta)
-    return _assemble(layout, files, x, meta, holdout, seed, False, cache_file if cache else None,
+    written = cache and folder_cache.write_cache(cache_file, x, meta, notes.append)
+    data = _assemble(layout, files, x, meta, holdout, seed, False, cache_file if written else None,
                      time.perf_counter() - started)
+    return dataclasses.replace(data, report=dataclasses.replace(data.report, notes=tuple(notes))) if notes else data
 
 
 def _check_size(size: Any) -> tuple[int, int]:
@@ -324,9 +351,9 @@ def _arrange(layout: Layout, files: list[tuple[str, int, Path]], meta: dict[str,
             if n == 0:
                 where = f"{layout.split_folders[split]}{name}/" if layout.split_folders else f"{name}/"
                 total = len(classes[name])
+                reason = next((b.reason for b in bad_files if printable(b.path).startswith(where)), "unreadable")
                 raise ValueError(f"class folder {where} in {layout.root} has no usable image"
-                                 + (f" ({total} file{'s' * (total != 1)} could not be read: "
-                                    f"{next(b.reason for b in bad_files if b.path.startswith(where))})" if total else ""))
+                                 + (f" ({total} file{'s' * (total != 1)} could not be read: {reason})" if total else ""))
             counts[split][name] = n
 
     def rows(split: str) -> np.ndarray:

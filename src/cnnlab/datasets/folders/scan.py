@@ -15,6 +15,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.printable import printable
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -142,7 +144,13 @@ def _classes(folder: Path, root: Path, follow_links: bool = False
                     skipped.append(BadFile(path.relative_to(root).as_posix(),
                                            f"not an image file type ({path.suffix or 'no suffix'}); "
                                            f"cnnlab reads {' '.join(IMAGE_SUFFIXES)}"))
-        classes[sub.name] = tuple(files)
+        # The class name is the folder's name with control characters and undecodable bytes escaped: it is shown
+        # in terminals, plots and the web page and kept in the model file (cnnlab.printable says why).
+        name = printable(sub.name)
+        if name in classes:
+            raise ValueError(f"{folder} has two class folders that both read {name!r} once their control "
+                             "characters are escaped: rename one")
+        classes[name] = tuple(files)
     return classes, skipped
 
 
