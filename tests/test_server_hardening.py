@@ -1,0 +1,55 @@
+"""The server under hostile or unlucky use (issue 21): nested model text, event streams of finished jobs,
+the test evaluation computed once, and decodes admitted against a memory budget."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'cnnlab[web]')")
+from fastapi.testclient import TestClient  # noqa: E402
+from web_api_support import error_of  # noqa: E402
+
+from cnnlab.web.app import _stream, create_app  # noqa: E402
+from cnnlab.web.jobs import Job, Trainer  # noqa: E402
+
+
+@pytest.mark.parametrize("model", ["[" * 9000, "[" * 9000 + "]" * 9000, '{"layers": ' * 1500 + "[]" + "}" * 1500,
+                                   '[{"type": "Dense", "units": 10, "name": "' + "[" * 9000 + '"}]'])
+def test_spec_with_deeply_nested_model_text_is_a_one_line_4xx(tmp_path: Path, model: str):
+    with TestClient(create_app(runs_dir=tmp_path), base_url="http://127.0.0.1") as client:
+        r = client.post("/api/spec", json={"model": model})
+    assert 400 <= r.status_code < 500, r.text
+    message = error_of(r)
+    assert "\n" not in message
+    if model.startswith('[{"type"'):  # brackets inside a string are no nesting: the spec itself is checked
+        assert "nested" not in message
+    else:
+        assert "nested more than" in message
+
+
+def finished_trainer(final: str = "done") -> Trainer:
+    trainer = Trainer()
+    job = Job(1, Path("runs/x"))
+    job.emit("start", run="x")
+    job.emit("epoch", epoch=1)
+    job.emit(final)
+    trainer.job = job
+    return trainer
+
+
+async def collect(stream) -> list[str]:
+    return [chunk async for chunk in stream]
+
+
+@pytest.mark.parametrize("final", ["done", "error"])
+@pytest.mark.parametrize("start", [3, 4, 10])  # Last-Event-ID 2 (the last event), 3 and 9: past it
+def test_events_of_a_finished_job_end_when_the_client_has_them_all(start: int, final: str):
+    chunks = asyncio.run(asyncio.wait_for(collect(_stream(finished_trainer(final), start)), 2.0))
+    assert chunks == []
+
+
+def test_events_of_a_finished_job_resume_after_last_event_id():
+    chunks = asyncio.run(asyncio.wait_for(collect(_stream(finished_trainer(), 1)), 2.0))
+    assert [c.split("\n")[0] for c in chunks] == ["id: 1", "id: 2"]
