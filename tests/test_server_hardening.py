@@ -3,6 +3,7 @@ the test evaluation computed once, and decodes admitted against a memory budget.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,32 @@ def test_events_of_a_finished_job_end_when_the_client_has_them_all(start: int, f
 def test_events_of_a_finished_job_resume_after_last_event_id():
     chunks = asyncio.run(asyncio.wait_for(collect(_stream(finished_trainer(), 1)), 2.0))
     assert [c.split("\n")[0] for c in chunks] == ["id: 1", "id: 2"]
+
+
+def test_examples_evaluate_the_test_set_once_and_predictions_go_on_meanwhile(trained: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnlab.web.served import Served
+    from cnnlab.web.stores import DataStore
+
+    served = Served(trained, trained.name)
+    seen: list[int] = []
+
+    def slow_evaluation(module, inputs, output):  # 1 ms an image: the whole test set takes seconds
+        if inputs[0].shape[0] > 1:
+            seen.append(inputs[0].shape[0])
+            time.sleep(0.001 * inputs[0].shape[0])
+
+    served.model.module.register_forward_hook(slow_evaluation)
+    data = DataStore()
+    digit = data.for_run(trained, served.model.preprocessing).x_test[0]
+    with ThreadPoolExecutor(8) as pool:
+        first = [pool.submit(served.examples, data, 0, 0, 3) for _ in range(8)]  # 8 concurrent first requests
+        time.sleep(0.5)  # the evaluation is under way
+        started = time.perf_counter()
+        served.forward(digit[None])
+        predict_s = time.perf_counter() - started
+        answers = [f.result(timeout=120) for f in first]
+    assert sum(seen) == served.metrics["n_test"], f"the test images were evaluated {sum(seen)} times in all"
+    assert all(a == answers[0] for a in answers) and answers[0]["count"] > 0
+    assert predict_s < 1.0, f"a prediction waited {predict_s:.2f} s for the examples' evaluation"
