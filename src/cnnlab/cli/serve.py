@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"cnnlab: warning: {warning}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"cnnlab: serving on http://{shown}:{args.port}/  (API docs at /docs; Ctrl-C stops)", flush=True)
-    server.serve(app, args.host, args.port)
+    server.serve(app, args.host, args.port, on_stop=app.state.cnnlab.decodes.stop)
     return 0

@@ -25,6 +25,7 @@ from cnnlab.train.config import TrainConfig, recipe_config
 from cnnlab.train.optim import OPTIMIZERS
 from cnnlab.web import predict_route
 from cnnlab.web.batch import Batcher, Overloaded
+from cnnlab.web.decode_budget import DecodeBudget
 from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
 from cnnlab.web.jobs import FINAL, Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
@@ -82,6 +83,7 @@ class ServerState:
         self.data = DataStore(data_dirs)
         self.trainer = Trainer()
         self.batcher = Batcher()
+        self.decodes = DecodeBudget()
         self._served: Served | None = None
         self._switch = threading.Lock()
         if run is not None:
@@ -127,6 +129,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await state.batcher.close()
+        state.decodes.close()
         await run_in_threadpool(state.trainer.shutdown)
 
     app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,

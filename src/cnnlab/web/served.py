@@ -25,7 +25,7 @@ from cnnlab.spec.layers import SpecError
 from cnnlab.spec.summary import summary_dict
 from cnnlab.web.encode import heat_png, mosaic, png_data_url
 from cnnlab.web.stores import DataStore, NotFound
-from cnnlab.web.uploads import decode_image
+from cnnlab.web.uploads import decode_cost, decode_image
 
 KEEP_INPUTS = 64  # recent model inputs, so GET /api/explain/maps and /gradcam can name one by id
 EXAMPLES_BATCH = 256  # test images per forward pass of the examples' evaluation (~50 ms for the seed CNN)
@@ -69,6 +69,11 @@ class Served:
     def prepare(self, raw: bytes) -> np.ndarray:
         """Image file bytes -> the uint8 (H, W, C) input this model takes."""
         return to_model_input(decode_image(raw, self.decode_side), self.input_shape, self.model.preprocessing)
+
+    def decode_cost(self, raw: bytes) -> int:
+        """Bytes `prepare(raw)` will hold at its peak (see `uploads.decode_cost`), from the image's header."""
+        mnist_style = bool((self.model.preprocessing or {}).get("mnist_style")) and self.input_shape[-1] == 1
+        return decode_cost(raw, self.input_shape, mnist_style, self.decode_side)
 
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""

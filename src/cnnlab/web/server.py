@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any
+from typing import Any, Callable
 
 import uvicorn
 
@@ -95,10 +95,24 @@ def config(app: Any, host: str, port: int, head_seconds: float = HEAD_SECONDS) -
                           backlog=LIMIT_CONCURRENCY)
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Run the app until Ctrl-C."""
+class _Server(uvicorn.Server):
+    """uvicorn's server that also calls `on_stop` as soon as SIGTERM or Ctrl-C arrives, before it waits for
+    requests in flight: decodes waiting for memory are refused then instead of holding the exit."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None):
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        super().handle_exit(sig, frame)
+
+
+def serve(app: Any, host: str, port: int, on_stop: Callable[[], None] | None = None) -> None:
+    """Run the app until Ctrl-C or SIGTERM; `on_stop` is called when either arrives."""
     # The ~250k objects of torch, FastAPI and the model never die; a full garbage collection walks them all
     # (~130 ms on a 2-core machine) and stalls every request in flight. Frozen, collections see only new objects.
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config(app, host, port)).run()
+    _Server(config(app, host, port), on_stop).run()
