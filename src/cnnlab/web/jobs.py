@@ -14,6 +14,7 @@ from cnnlab.runs import run_folder
 from cnnlab.spec.layers import ModelSpec
 from cnnlab.spec.memory import check_memory
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.short_runs import near_chance_warning
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
@@ -91,8 +92,10 @@ class Trainer:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             job.emit("error", error=message)
             return
+        warning = near_chance_warning((history.history.get("accuracy") or [None])[-1], evaluation.accuracy,
+                                      evaluation.y_true)
         job.emit("done", run=folder.name, epochs=len(history.epoch), stopped=job.stop_requested.is_set(),
-                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss, warning=warning)
 
     def stop(self) -> Job:
         with self._lock:
