@@ -164,6 +164,7 @@ def test_photo_folder_trains_through_the_default_path(photo_folder, tmp_path, ca
     assert cli.main(["train", "--data", str(photo_folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "pretrained EfficientNet-Lite0" in printed and "kept step" in printed
+    assert "(as asked)" not in printed and "224x224: the pretrained network's input size" in printed  # nothing was asked
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.9  # 16 held-out photos; the frozen features separate cats from coffee
     model = load_model(out)

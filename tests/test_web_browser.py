@@ -331,3 +331,18 @@ def test_a_photo_model_takes_photos_and_shows_where_it_looked(browser, photo_ser
         pg.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
         settled(pg)
         pg.wait_for_function("(want) => document.querySelector('#top-class').textContent === want", arg=top)
+
+
+def test_no_broken_image_before_input_and_no_hint_over_the_photo(page, tmp_path):
+    """Issue 21: an <img> without src drew a broken-image icon; the drop hint lay over a dropped photo."""
+    for image in ("#input-image", "#cam-photo", "#cam-heat"):
+        assert page.eval_on_selector(image, "e => getComputedStyle(e).visibility") == "hidden", image
+    assert page.is_visible(".drop-hint")
+    path = tmp_path / "digit.png"
+    path.write_bytes(web_support.png_bytes(web_support.mnist().x_test[0]))
+    page.set_input_files("#upload", str(path))
+    settled(page)
+    assert not page.is_visible(".drop-hint")
+    assert page.eval_on_selector("#input-image", "e => getComputedStyle(e).visibility") == "visible"
+    page.click("#clear")
+    assert page.is_visible(".drop-hint")

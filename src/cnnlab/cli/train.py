@@ -125,10 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             data = data.subset(args.subset)
         for line in _folder_report(data):
             say(line)
+        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))  # a bad --model: say only that
         chosen, said = data_choices(data, data_policy(args))  # class weights, augmentation
         for line in said:
             say(line)
-        spec, recipe = zoo.resolve(args.model, data.input_shape, len(data.class_names))
         # a length from the data, unless --epochs or the model's own recipe (zoo fast/best) sets one
         length, said = data_recipe(data, args.batch_size or recipe.get("batch_size", 128),
                                    args.epochs is not None or "epochs" in recipe)

@@ -11,7 +11,7 @@ import io
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -236,7 +236,9 @@ def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int =
     data = load_folder(path, image_size=SIZE, color=color, seed=seed)
     if data.input_shape[-1] != 3:
         return None
-    for line in data.report.lines() if data.report else []:
+    report = data.report and replace(data.report, size_note=f"image size {SIZE[0]}x{SIZE[1]}: the pretrained "
+                                     "network's input size")  # load_folder would call it "as asked"
+    for line in report.lines() if report else []:
         say(line)
     k = len(data.class_names)
     module = new_module(photo_spec(k), seed)  # the ImageNet weights
