@@ -213,3 +213,37 @@ def test_large_decodes_wait_for_memory_503_with_retry_after_and_the_loop_stays_r
     assert state.decodes.peak <= state.decodes.total
     slowest = max(took for _, _, took in replies)
     assert max(probes) < 0.5 < slowest, (probes, replies)  # GET /api/runs answered while an image decoded
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_within_5_s_with_large_decodes_in_flight(trained: Path, tmp_path: Path):
+    import http.client
+    import signal
+    import threading
+
+    import web_support
+    raw = flat_png(5000, "1")
+    port = web_support.free_port()
+    proc = web_support.start_cnnlab_serve([str(trained), "--runs", str(tmp_path)], port)
+    try:
+        web_support.wait_for_json(f"http://127.0.0.1:{port}/api/runs", proc, 120)
+
+        def upload() -> None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/api/predict", body=raw, headers={"Content-Type": "image/png"})
+                conn.getresponse().read()
+            except OSError:
+                pass  # the server went away: what is measured is how fast
+        clients = [threading.Thread(target=upload, daemon=True) for _ in range(6)]
+        for t in clients:
+            t.start()
+        time.sleep(1.0)  # a decode is running and others wait for memory
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert time.monotonic() - started < 5.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
