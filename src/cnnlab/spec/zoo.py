@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnlab.jsonutil import json_depth
 from cnnlab.spec import compact
 from cnnlab.spec.layers import AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ModelSpec, SpecError
 from cnnlab.train.augment import PRESETS
+
+MAX_SPEC_NESTING = 64  # a layer list is 3-4 brackets deep; a nested model a few more
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
         return resolve(text, input_shape, num_classes)
     if text.startswith(("{", "[")):
         # json.loads recurses once per bracket; 9,000 of them overflow the stack (RecursionError, a 500)
-        if text.count("[") + text.count("{") > MAX_SPEC_NESTING and _nesting(text) > MAX_SPEC_NESTING:
+        if text.count("[") + text.count("{") > MAX_SPEC_NESTING and json_depth(text) > MAX_SPEC_NESTING:
             raise SpecError(f"the model's JSON is nested more than {MAX_SPEC_NESTING} levels deep (a layer list "
                             "is 3-4 deep)")
         try:
@@ -138,27 +141,3 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
         spec = compact.parse(text)
     return fit_to_data(spec, input_shape, num_classes), {}
 
-
-MAX_SPEC_NESTING = 64  # a layer list is 3-4 brackets deep; a nested model a few more
-
-
-def _nesting(text: str) -> int:
-    """The deepest bracket nesting of JSON text outside strings; a loop, so any depth is measured safely."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
