@@ -168,6 +168,7 @@ def test_photo_folder_trains_through_the_default_path(photo_folder, tmp_path, ca
     printed = capsys.readouterr().out
     assert "pretrained EfficientNet-Lite" in printed and "5-fold cross-validation on 32 training photos" in printed
     assert printed.count("<- chosen") == 1 and "cross-validation estimate: accuracy" in printed
+    assert "(as asked)" not in printed  # nothing was asked: the size is the backbone's crop
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.9  # 16 held-out photos; the frozen features separate cats from coffee
     model = load_model(out)

@@ -361,5 +361,20 @@ def test_a_photo_folder_trains_the_pretrained_backbone_from_the_train_tab(browse
     assert by_web["test_accuracy"] == by_cli["test_accuracy"] and by_web["n_test"] == by_cli["n_test"] == 8
     assert by_web["confusion_matrix"] == by_cli["confusion_matrix"]
     config = json.loads((runs_dir / run / "config.json").read_text())
-    assert config["model"] == "efficientnet_lite0-transfer" and config["spec"]["layers"][0]["type"] == "EfficientNetLite0"
+    assert config["model"] == "efficientnet_lite2-transfer" and config["spec"]["layers"][0]["type"] == "EfficientNetLite2"
     assert f"{by_web['test_accuracy'] * 100:.1f}%" in status
+
+
+def test_no_broken_image_before_input_and_no_hint_over_the_photo(page, tmp_path):
+    """Issue 21: an <img> without src drew a broken-image icon; the drop hint lay over a dropped photo."""
+    for image in ("#input-image", "#cam-photo", "#cam-heat"):
+        assert page.eval_on_selector(image, "e => getComputedStyle(e).visibility") == "hidden", image
+    assert page.is_visible(".drop-hint")
+    path = tmp_path / "digit.png"
+    path.write_bytes(web_support.png_bytes(web_support.mnist().x_test[0]))
+    page.set_input_files("#upload", str(path))
+    settled(page)
+    assert not page.is_visible(".drop-hint")
+    assert page.eval_on_selector("#input-image", "e => getComputedStyle(e).visibility") == "visible"
+    page.click("#clear")
+    assert page.is_visible(".drop-hint")

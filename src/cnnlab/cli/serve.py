@@ -26,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
         from cnnlab.web.guards import bind_warning
     except ImportError as exc:
         raise MissingExtra(f"cnnlab serve needs the web extra: pip install 'cnnlab[web]' ({exc})") from None
+    sock = server.bind(args.host, args.port)  # a busy port is an error before "serving on"
     app = create_app(args.run, args.runs, args.data, host=args.host)
     warning = bind_warning(args.host)
     if warning:
         print(f"cnnlab: warning: {warning}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"cnnlab: serving on http://{shown}:{args.port}/  (API docs at /docs; Ctrl-C stops)", flush=True)
-    server.serve(app, args.host, args.port)
+    server.serve(app, args.host, args.port, on_stop=app.state.cnnlab.decodes.stop, sock=sock)
     return 0

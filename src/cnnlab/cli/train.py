@@ -232,6 +232,11 @@ def _train_and_report(args: argparse.Namespace, run: Any, data: Any, spec: Any, 
     seconds = sum(history.history.get("seconds", []))
     print(f"test accuracy {evaluation.accuracy:.4f}  test loss {evaluation.loss:.4f}  "
           f"(trained {seconds:.1f}s)  run saved to {folder}")
+    from cnnlab.train.short_runs import near_chance_warning
+    warning = near_chance_warning((history.history.get("accuracy") or [None])[-1], evaluation.accuracy,
+                                  evaluation.y_true)
+    if warning:
+        print(f"cnnlab: {warning}")
     report = getattr(data, "report", None)
     if args.quiet and report is not None and report.bad_files:  # otherwise listed with the folder report
         print(report.bad_files_text())

@@ -312,8 +312,17 @@ def _tiles(n: int, cols: int, tile: float, title: str, right: float = 0.98) -> t
     for ax in axes[:n]:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=11)
+    _widen_for(fig, fig.suptitle(title, fontsize=11))
     return fig, axes[:n]
+
+
+def _widen_for(fig: Figure, text) -> None:
+    """Widen `fig` so a centred `text` (a title over a few narrow tiles) is not cut at both sides."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    need = text.get_window_extent(renderer).width / fig.dpi + 0.3  # inches, with a margin each side
+    if need > fig.get_figwidth():
+        fig.set_figwidth(need)
 
 
 def _show(ax, img: np.ndarray) -> None:

@@ -77,6 +77,7 @@ def export(model: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike |
     else:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance, still the C++ route
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # see onnx_bytes
             traced = torch.jit.trace(wrapper, example)
         buffer = _io.BytesIO()  # serialised in memory: torch's own file writer aborts the process on a full disk
         with warnings.catch_warnings():
@@ -115,6 +116,9 @@ def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, meta: dict[str, Any], 
         # onnxscript, and our graphs (convolutions, pooling, dense layers) export the same either way.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", "Constant folding", UserWarning)  # strided slices stay as Slice ops
+        # The head's width (one logit for a binary head, else one per class) is fixed for a model; the tracer
+        # warns that the branch on it is frozen into the graph, which is what is meant
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}})

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnlab.jsonutil import json_depth
 from cnnlab.spec import compact
 from cnnlab.spec.layers import AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ModelSpec, SpecError
+
+MAX_SPEC_NESTING = 64  # a layer list is 3-4 brackets deep; a nested model a few more
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,10 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
     if text in ZOO:
         return resolve(text, input_shape, num_classes)
     if text.startswith(("{", "[")):
+        # json.loads recurses once per bracket; 9,000 of them overflow the stack (RecursionError, a 500)
+        if text.count("[") + text.count("{") > MAX_SPEC_NESTING and json_depth(text) > MAX_SPEC_NESTING:
+            raise SpecError(f"the model's JSON is nested more than {MAX_SPEC_NESTING} levels deep (a layer list "
+                            "is 3-4 deep)")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -132,3 +139,4 @@ def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, num_clas
     else:
         spec = compact.parse(text)
     return fit_to_data(spec, input_shape, num_classes), {}
+

@@ -29,6 +29,7 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.device_data import HostBatches, batches, check_finite, eval_images, scale, targets_tensor
 from cnnlab.train.early_stopping import KeepBest
 from cnnlab.train.optim import make_optimizer, make_schedule
+from cnnlab.train.short_runs import settle_batchnorm
 
 if TYPE_CHECKING:
     from cnnlab.train.checkpoints import Checkpointer
@@ -170,6 +171,7 @@ def fit(module: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
         if stop:
             break
     stopper.finish(module)
+    settle_batchnorm(module, xs, config.seed)  # a short run's BatchNorm statistics are still near their start
     module.eval()
     return history
 

@@ -124,11 +124,11 @@ def plan_training(choices: TrainChoices, load: Callable[[TrainChoices], Dataset]
     reasons += report.lines() if report is not None else []
     policy = DataPolicy(class_weight=choices.class_weight, augment=choices.augment,
                         augment_options=dict(choices.augment_options))
-    chosen, said = data_choices(data, policy)  # class weights, augmentation
-    reasons += said
     model = choices.model or DEFAULT_MODEL
     resolve = zoo.resolve_text if choices.model_is_text else zoo.resolve
-    spec, recipe = resolve(model, data.input_shape, len(data.class_names))
+    spec, recipe = resolve(model, data.input_shape, len(data.class_names))  # a bad model fails before any work
+    chosen, said = data_choices(data, policy)  # class weights, augmentation
+    reasons += said
     # a length from the data, unless the user or the model's own recipe (zoo fast/best) sets one
     length, said = data_recipe(data, choices.batch_size or recipe.get("batch_size", 128),
                                choices.epochs is not None or "epochs" in recipe)

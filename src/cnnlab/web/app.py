@@ -26,8 +26,9 @@ from cnnlab.train.optim import OPTIMIZERS
 from cnnlab.train.plan import TrainChoices, TrainPlan, plan_training
 from cnnlab.web import predict_route
 from cnnlab.web.batch import Batcher, Overloaded
+from cnnlab.web.decode_budget import DecodeBudget
 from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
-from cnnlab.web.jobs import Busy, NotRunning, Trainer
+from cnnlab.web.jobs import FINAL, Busy, NotRunning, Trainer
 from cnnlab.web.served import Served
 from cnnlab.web.stores import DataStore, NotFound, RunStore
 from cnnlab.web.uploads import MAX_BODY_BYTES, UploadError
@@ -94,6 +95,7 @@ class ServerState:
         self.data = DataStore(data_dirs)
         self.trainer = Trainer()
         self.batcher = Batcher()
+        self.decodes = DecodeBudget()
         self._served: Served | None = None
         self._switch = threading.Lock()
         if run is not None:
@@ -152,6 +154,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await state.batcher.close()
+        state.decodes.close()
         await run_in_threadpool(state.trainer.shutdown)
 
     app = FastAPI(title="cnnlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -260,12 +263,13 @@ async def _stream(trainer: Trainer, start: int) -> AsyncIterator[str]:
         return
     sent, quiet = start, 0.0
     while True:
+        finished = job.state in FINAL  # read before the events, so a final event emitted in between is sent
         events = job.since(sent)
         for event in events:
             yield _sse(event)
         sent += len(events)
-        if events and events[-1]["event"] in ("done", "error"):
-            return
+        if (events and events[-1]["event"] in FINAL) or (finished and not events):
+            return  # the last event sent now, or before: a Last-Event-ID at or past it has nothing to wait for
         await asyncio.sleep(0.1)
         quiet = 0.0 if events else quiet + 0.1
         if quiet >= 15:  # a comment line keeps proxies and browsers from closing an idle stream

@@ -4,12 +4,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import re
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
-import numpy as np
+from cnnlab.jsonutil import json_depth
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -58,15 +57,6 @@ class BodyLimit:
 
 MAX_JSON_DEPTH = 32  # a layer list is 3-4 deep; 9,000 nested brackets would overflow the parser's recursion
 READ_SECONDS = 10.0  # a client that has not sent its whole body by then is cut off (slow-loris)
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
-
-
-def json_depth(raw: bytes) -> int:
-    """The deepest bracket nesting of JSON text, brackets inside strings not counted; linear, no recursion."""
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
-    steps = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE)
-    return int(np.cumsum(steps).max(initial=0))
 
 
 class BodyRead:

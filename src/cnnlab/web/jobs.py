@@ -14,6 +14,7 @@ from cnnlab.runs.photos import train_photos
 from cnnlab.spec.memory import check_memory
 from cnnlab.train.fit import History
 from cnnlab.train.plan import TrainPlan, plan_training
+from cnnlab.train.short_runs import near_chance_warning
 
 FINAL = ("done", "error")
 POINTS_PER_EPOCH = 25  # running loss/accuracy points sent per epoch: a smooth live curve, little overhead
@@ -107,9 +108,11 @@ class Trainer:
             return
         assert result is not None
         folder, history, evaluation = result
+        warning = near_chance_warning((history.history.get("accuracy") or [None])[-1], evaluation.accuracy,
+                                      evaluation.y_true)
         job.emit("done", run=folder.name, epochs=len(history.epoch),  # a transfer run is not stopped midway
                  stopped=job.stop_requested.is_set() and not plan.transfer,
-                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss)
+                 test_accuracy=evaluation.accuracy, test_loss=evaluation.loss, warning=warning)
 
     @staticmethod
     def _train(job: Job, plan: TrainPlan) -> tuple[Path, History, run_folder.Evaluation | None]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cnnlab.web.batch import Batcher
+from cnnlab.web.decode_budget import DecodeBudget
 from cnnlab.web.served import Served
 from cnnlab.web.uploads import UploadError, image_from_json
 
 PATH = "/api/predict"
-INLINE_DECODE_BYTES = 32 * 1024  # decoding a small file costs less than handing it to a thread
 TOP_K_MAX = 1000
 _TRUE, _FALSE = {"1", "true", "t", "yes", "y", "on"}, {"0", "false", "f", "no", "n", "off"}  # what FastAPI accepts
 
@@ -27,6 +26,7 @@ class State(Protocol):
     @property
     def served(self) -> Served: ...
     batcher: Batcher
+    decodes: DecodeBudget
 
 
 def query_options(query: Mapping[str, str]) -> tuple[int, bool]:
@@ -47,7 +47,7 @@ def endpoint(state: State) -> Callable[[Request], Awaitable[JSONResponse]]:
         top_k, echo = query_options(request.query_params)
         raw = await image_bytes(request)
         served = state.served
-        x = served.prepare(raw) if len(raw) <= INLINE_DECODE_BYTES else await run_in_threadpool(served.prepare, raw)
+        x = await state.decodes.run(served.decode_cost(raw), served.prepare, raw)  # 503 when memory is short
         probs, image_id = await state.batcher.submit(served, x)
         body = served.answer(x, probs, image_id, top_k, echo)
         body["milliseconds"] = round((time.perf_counter() - started) * 1000, 2)

@@ -24,9 +24,10 @@ from cnnlab.spec.layers import SpecError
 from cnnlab.spec.summary import summary_dict
 from cnnlab.web.encode import heat_png, mosaic, png_data_url
 from cnnlab.web.stores import DataStore, NotFound
-from cnnlab.web.uploads import decode_image
+from cnnlab.web.uploads import decode_cost, decode_image
 
 KEEP_INPUTS = 64  # recent model inputs, so GET /api/explain/maps and /gradcam can name one by id
+EXAMPLES_BATCH = 256  # test images per forward pass of the examples' evaluation (~50 ms for the seed CNN)
 
 
 class Served:
@@ -46,6 +47,7 @@ class Served:
         self._lock = threading.Lock()
         self._inputs: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
+        self._test_once = threading.Lock()
 
     @staticmethod
     def _optional(folder: Path | None, file: str) -> dict[str, Any] | None:
@@ -66,6 +68,11 @@ class Served:
     def prepare(self, raw: bytes) -> np.ndarray:
         """Image file bytes -> the uint8 (H, W, C) input this model takes."""
         return to_model_input(decode_image(raw, self.decode_side), self.input_shape, self.model.preprocessing)
+
+    def decode_cost(self, raw: bytes) -> int:
+        """Bytes `prepare(raw)` will hold at its peak (see `uploads.decode_cost`), from the image's header."""
+        mnist_style = bool((self.model.preprocessing or {}).get("mnist_style")) and self.input_shape[-1] == 1
+        return decode_cost(raw, self.input_shape, mnist_style, self.decode_side)
 
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""
@@ -143,16 +150,25 @@ class Served:
                            for i in chosen[:limit]]}
 
     def _test_predictions(self, data: DataStore) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if self._test is None:
-            if self.config is None:
-                raise NotFound(f"no test set for {self.name}: a bare model file or a pretrained model does not "
-                               "say which dataset it was tested on")
-            dataset = data.for_run(self.path, self.model.preprocessing)
-            # a run trained on a subset (the web's limit_test) was tested on the first n_test images
-            n = (self.metrics or {}).get("n_test") or len(dataset.x_test)
-            x, y = dataset.x_test[:n], dataset.y_test[:n]
-            with self._lock:
-                ev = run_folder.evaluate(self.model.module, self.model.spec, x, y, self.model.class_names)
-            pred = ev.probs.argmax(1)
-            self._test = (x, y, pred, ev.probs[np.arange(len(pred)), pred])
+        """(x, y, predicted class, its probability) of the run's test images, computed by the first request;
+        requests arriving meanwhile wait for that one instead of each evaluating the test set again."""
+        with self._test_once:
+            if self._test is None:
+                self._test = self._evaluate_test(data)
         return self._test
+
+    def _evaluate_test(self, data: DataStore) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self.config is None:
+            raise NotFound(f"no test set for {self.name}: a bare model file or a pretrained model does not "
+                           "say which dataset it was tested on")
+        dataset = data.for_run(self.path, self.model.preprocessing)
+        # a run trained on a subset (the web's limit_test) was tested on the first n_test images
+        n = (self.metrics or {}).get("n_test") or len(dataset.x_test)
+        x, y = dataset.x_test[:n], dataset.y_test[:n]
+        chunks = []
+        for start in range(0, len(x), EXAMPLES_BATCH):
+            with self._lock:  # per batch: a prediction waits for one batch, not for the whole test set
+                chunks.append(predictions.class_probabilities(self.model.module, x[start:start + EXAMPLES_BATCH]))
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.model.class_names)), np.float32)
+        pred = probs.argmax(1)
+        return x, y, pred, probs[np.arange(len(pred)), pred]

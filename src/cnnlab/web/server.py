@@ -10,8 +10,10 @@ answers 503 instead of queueing without end.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
-from typing import Any
+import socket
+from typing import Any, Callable
 
 import uvicorn
 
@@ -95,10 +97,49 @@ def config(app: Any, host: str, port: int, head_seconds: float = HEAD_SECONDS) -
                           backlog=LIMIT_CONCURRENCY)
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Run the app until Ctrl-C."""
+class _Server(uvicorn.Server):
+    """uvicorn's server that also calls `on_stop` as soon as SIGTERM or Ctrl-C arrives, before it waits for
+    requests in flight: decodes waiting for memory are refused then instead of holding the exit."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None):
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        super().handle_exit(sig, frame)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port), bound before the server says where it serves; a busy port or an
+    address this computer does not have is one OSError line instead of uvicorn's log after the announcement."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on --host {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart needs no wait
+        sock.bind(address)
+        sock.listen(LIMIT_CONCURRENCY)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(f"port {port} on {host} is already in use (another server, or another cnnlab serve); "
+                          "choose another with --port") from None
+        raise OSError(f"cannot listen on {host} port {port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Any, host: str, port: int, on_stop: Callable[[], None] | None = None,
+          sock: socket.socket | None = None) -> None:
+    """Run the app until Ctrl-C or SIGTERM on `sock` (from `bind`; default: bind host and port now);
+    `on_stop` is called when either signal arrives."""
     # The ~250k objects of torch, FastAPI and the model never die; a full garbage collection walks them all
     # (~130 ms on a 2-core machine) and stalls every request in flight. Frozen, collections see only new objects.
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config(app, host, port)).run()
+    _Server(config(app, host, port), on_stop).run(sockets=[sock or bind(host, port)])

@@ -168,6 +168,7 @@ export function follow() {
     status.replaceChildren(`${e.stopped ? "stopped; " : ""}saved run ${e.run}: test accuracy ${pct(e.test_accuracy)}. `,
       el("button", { type: "button", class: "primary", text: "Serve this run", onclick: () => serveRun(e.run) }));
     log(`done: test accuracy ${e.test_accuracy.toFixed(4)}, test loss ${e.test_loss.toFixed(4)}`);
+    if (e.warning) log(e.warning);
     loadRuns();
   });
   on("error", (e) => { finish(); $("#train-error").textContent = "training failed: " + e.error; });

@@ -26,6 +26,7 @@ export function applyMode() {
 }
 
 export function redraw() {
+  $("#drop").classList.toggle("has-input", items.length > 0);  // the hint would cover the photo or the strokes
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   for (const item of items) {
