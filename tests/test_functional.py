@@ -89,7 +89,10 @@ def test_several_outputs_predict_a_list_channels_last():
     model = keras.Model(inputs, [b, a])
     out = model.predict(np.random.default_rng(0).random((4, 10, 10, 2), dtype=np.float32))
     assert isinstance(out, list) and [o.shape for o in out] == [(4, 5), (4, 8, 8, 3)]
-    with pytest.raises(ValueError, match="one output"):
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(np.zeros((4, 10, 10, 2), np.float32), np.zeros(4, int))
+    model.compile(loss="mse")
+    with pytest.raises(ValueError, match="a list or dict of 2 targets"):
         model.fit(np.zeros((4, 10, 10, 2), np.float32), np.zeros(4, int))
 
 

@@ -22,6 +22,7 @@ from cnnlab.spec.build import assemble
 from cnnlab.spec.graph import GraphSpec, Node, Ref
 from cnnlab.spec.summary import summary_text
 from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules
+from cnnlab.train import keras_loop
 from cnnlab.train.device_data import scale
 from cnnlab.training import Trainer
 
@@ -171,6 +172,9 @@ class Model(WeightViews, Trainer):
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray | list[np.ndarray]:
         """Class probabilities, or the outputs themselves; a list of arrays for several outputs.
         Outputs are in Keras's layout: images channels-last (N, H, W, C), flattened features in HWC order."""
+        if len(self.inputs) > 1 or isinstance(x, (list, tuple, dict)):
+            outs = keras_loop.predict_outputs(self, keras_loop.inputs_of(self, x), batch_size)
+            return outs[0] if len(outs) == 1 else outs
         if self._output_count() == 1:
             outs = [super().predict(x, batch_size, verbose)]
         else:
@@ -185,19 +189,6 @@ class Model(WeightViews, Trainer):
 
     def _output_count(self) -> int:
         return len(self._outputs)
-
-    def _one_output(self, what: str) -> None:
-        if self._output_count() != 1:
-            raise ValueError(f"cnnlab can {what} models with one output; model {self.name!r} has "
-                             f"{len(self._outputs)}. Use predict() for activation models")
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        self._one_output("fit")
-        return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        self._one_output("evaluate")
-        return super().evaluate(*args, **kwargs)
 
     def save(self, path: str | os.PathLike) -> None:
         """`.keras`: a Keras 3 file Keras opens; `.safetensors`: cnnlab's own (weights + spec + class names)."""
