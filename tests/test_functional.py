@@ -76,8 +76,9 @@ def test_layer_and_model_accessors():
     assert not loose.built and loose.get_weights() == [] and loose.weights == []
     with pytest.raises(AttributeError, match="never been called"):
         loose.output  # noqa: B018
-    with pytest.raises(TypeError, match="keras.Input"):
-        loose(np.zeros((2, 4)))
+    assert tuple(loose(np.zeros((2, 4))).shape) == (2, 3) and loose.built  # an eager call builds it, as in Keras
+    with pytest.raises(TypeError, match="not both in one call"):
+        layers.Add()([model.input, np.zeros((1, 28, 28, 1))])
     with pytest.raises(TypeError, match="cnnlab's Dense takes units"):
         layers.Dense(3, kernel_initializer="he_normal")
 

@@ -21,7 +21,7 @@ from cnnlab.spec import layers as L
 from cnnlab.spec.build import assemble
 from cnnlab.spec.graph import GraphSpec, Node, Ref
 from cnnlab.spec.summary import summary_text
-from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules
+from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules, run_eager
 from cnnlab.train import keras_loop
 from cnnlab.train.device_data import scale
 from cnnlab.training import Trainer
@@ -167,6 +167,25 @@ class Model(WeightViews, Trainer):
 
     def summary(self, print_fn: Callable[[str], None] = print, style: str = "keras3") -> None:
         print_fn(summary_text(self.spec, self.name, style))
+
+    # --- calls --------------------------------------------------------------------------------
+    def __call__(self, inputs: Any, training: bool | None = None) -> Any:
+        """On arrays or tensors: the outputs now (torch tensors, channels-last, the final softmax applied), as
+        Keras 3 with the torch backend returns them; `training=True` runs Dropout and the random layers.
+        Images follow cnnlab's convention (uint8 pixels, or floats in [0, 1]); a model of random augmentation
+        layers alone gives uint8 pixels back as 0-255 floats, as Keras's does."""
+        if self._module is None and not isinstance(inputs, (list, tuple, dict)):
+            self.build(tuple(np.shape(inputs)[1:]))  # a Sequential learns its input shape here, as Keras's
+        xs = keras_loop.inputs_of(self, inputs)
+        module = self.module
+        device = next(module.parameters(), torch.zeros(0)).device
+        heads = keras_loop.Heads(self, keras_loop._head_activation(self))
+        batch = [scale(torch.as_tensor(x).permute(0, 3, 1, 2).to(device)) for x in xs]
+        outs = [heads.probabilities(o) for o in heads.keras(run_eager(module, batch, training))]
+        if xs[0].dtype in (np.uint8, torch.uint8) and all(isinstance(layer, Layer) and layer.spec.type.startswith("Random")
+                                                         for layer in self._weighted()):
+            outs = [o * 255.0 for o in outs]  # flips, turns and zooms move pixels without changing their scale
+        return outs[0] if len(outs) == 1 else outs
 
     # --- inference, training, files -----------------------------------------------------------
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray | list[np.ndarray]:
