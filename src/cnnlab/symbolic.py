@@ -21,6 +21,7 @@ from cnnlab.runs.keras_layers import CONVERTERS, NON_TRAINABLE, Perm, feature_pe
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import keras_init_, layer_module, set_trainable_
 from cnnlab.spec.merge import Merge
+from cnnlab.spec.preprocess import RANDOM_MODULES
 
 
 class KerasTensor:
@@ -59,9 +60,15 @@ def eager_tensor(x: Any, who: str) -> torch.Tensor:
 
 
 def run_eager(module: nn.Module, xs: list[torch.Tensor], training: bool | None) -> Any:
-    """module(*xs) without gradients, in training mode only when asked (Dropout, random layers, batch statistics)."""
+    """module(*xs) without gradients, in training mode only when asked (Dropout, batch statistics). Left unsaid
+    (None), the random augmentation layers still act, as Keras 3's do (their `call` defaults to training=True):
+    `data_augmentation(images)` shows augmented images."""
     was = module.training
     module.train(bool(training))
+    if training is None:
+        for part in module.modules():
+            if isinstance(part, RANDOM_MODULES):
+                part.train(True)
     try:
         with torch.no_grad():
             return module(*xs)
@@ -249,6 +256,8 @@ class Layer(_Base):
         elif self._in_shape != in_shape:
             raise ValueError(f"layer {self.name!r} was built for input shape {self._in_shape} and cannot take "
                              f"{in_shape}; make a new layer for the new shape")
+        if self._in_perm is not None:  # built after a Flatten: its weights take features in torch's order
+            xs = [x[:, torch.as_tensor(self._in_perm)] for x in xs]
         module = self.module
         device = next(module.parameters(), torch.zeros(0)).device
         out = run_eager(module, [x.movedim(-1, 1).to(device) if x.ndim == 4 else x.to(device) for x in xs], training)

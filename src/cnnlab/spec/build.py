@@ -20,6 +20,7 @@ from cnnlab.spec import preprocess
 from cnnlab.spec.backbone import backbone_layer
 from cnnlab.spec.conv_arithmetic import same_padding
 from cnnlab.spec.graph import GraphSpec
+from cnnlab.spec.nested import NESTED_TYPES, NestedModel, passes_pixels
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -161,6 +162,8 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     M.Concatenate: lambda spec, shapes: ConcatChannels(),
     **preprocess.BUILDERS,
     **{kind: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES) for kind in L.BACKBONE_TYPES},
+    # a nested model: its own module, with the softmax it ends in (only the outer model leaves its last one out)
+    **{kind: lambda spec, shape: build(spec.model, logits=False) for kind in NESTED_TYPES},
 }
 
 
@@ -190,7 +193,8 @@ def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape], at_pixels: bool
     `at_pixels`: the layer sees the input image itself (see `preprocess.rescaling`)."""
     module = (preprocess.rescaling(layer, at_pixels) if isinstance(layer, L.Rescaling)
               else BUILDERS[type(layer)](layer, shape))
-    set_trainable_(module, layer.trainable)
+    if not isinstance(layer, NestedModel):  # a nested model's layers keep their own flags
+        set_trainable_(module, layer.trainable)
     return module
 
 
@@ -295,8 +299,7 @@ def graph_at_pixels(spec: GraphSpec, name: str) -> bool:
         if source in inputs:
             return True
         layer = nodes[source].layer
-        return (isinstance(layer, L.PREPROCESSING_TYPES) and not isinstance(layer, L.Rescaling)
-                and all(raw(s) for s, _ in nodes[source].inbound))
+        return passes_pixels(layer) and all(raw(s) for s, _ in nodes[source].inbound)
     return name in nodes and all(raw(s) for s, _ in nodes[name].inbound)
 
 

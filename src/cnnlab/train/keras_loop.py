@@ -76,8 +76,9 @@ def make_plan(names: list[str], loss: Any, loss_weights: Any, metrics: Any) -> P
     return Plan(names, losses, weights, chosen)
 
 
-def inputs_of(model: Any, x: Any, what: str = "x") -> list[Any]:
-    """The model's input arrays: one array, a list in input order, or a dict keyed by input name."""
+def inputs_of(model: Any, x: Any, what: str = "x", pixels_only: bool = True) -> list[Any]:
+    """The model's input arrays: one array, a list in input order, or a dict keyed by input name.
+    `pixels_only`: floats must be scaled to [0, 1] (fit, predict); an eager call takes any floats."""
     names = [t._keras_history[0].name for t in model.inputs]
     if isinstance(x, dict):
         missing = [n for n in names if n not in x]
@@ -88,11 +89,25 @@ def inputs_of(model: Any, x: Any, what: str = "x") -> list[Any]:
         x = [x]
     if len(x) != len(names):
         raise ValueError(f"{what} has {len(x)} arrays for {len(names)} model inputs {names}")
-    arrays = [as_images(a, tuple(t.shape[1:]), what=f"{what}[{n!r}]" if len(names) > 1 else what)
-              for a, t, n in zip(x, model.inputs, names)]
+    arrays = [(as_images if pixels_only or _is_uint8(a) else _float_images)(
+        a, tuple(t.shape[1:]), what=f"{what}[{n!r}]" if len(names) > 1 else what) for a, t, n in zip(x, model.inputs, names)]
     if len({len(a) for a in arrays}) > 1:
         raise ValueError(f"{what}: the inputs hold different numbers of images {[len(a) for a in arrays]}")
     return arrays
+
+
+def _is_uint8(a: Any) -> bool:
+    return getattr(a, "dtype", None) in (np.uint8, torch.uint8)
+
+
+def _float_images(a: Any, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """Float images of any range for an eager call, checked against the input shape."""
+    t = (a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).float()
+    if t.ndim == 3 and shape[-1] == 1:
+        t = t[..., None]
+    if tuple(t.shape[1:]) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(t.shape)}, expected (N, {', '.join(map(str, shape))})")
+    return t
 
 
 def targets_of(plan: Plan, y: Any, n: int, what: str = "y") -> list[np.ndarray | None]:
