@@ -21,18 +21,8 @@ from cnnlab.spec.backbone import backbone_layer
 from cnnlab.spec.conv_arithmetic import same_padding
 from cnnlab.spec.graph import GraphSpec
 from cnnlab.spec.nested import NESTED_TYPES, NestedModel, passes_pixels
-
-ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "softmax": lambda: nn.Softmax(dim=1),  # channel axis for (B, C) and (B, C, H, W) alike
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "silu": nn.SiLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),  # Keras's default slope
-}
+from cnnlab.spec.units import UNITS
+from cnnlab.spec.units_base import ACTIVATION_MODULES
 
 
 class SamePool2d(nn.Module):
@@ -164,6 +154,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     **{kind: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES) for kind in L.BACKBONE_TYPES},
     # a nested model: its own module, with the softmax it ends in (only the outer model leaves its last one out)
     **{kind: lambda spec, shape: build(spec.model, logits=False) for kind in NESTED_TYPES},
+    **{unit.spec: unit.build for unit in UNITS},
 }
 
 
@@ -200,6 +191,9 @@ def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape], at_pixels: bool
 
 def set_trainable_(module: nn.Module, trainable: bool) -> None:
     """Freeze or unfreeze a layer's module: no gradients, and batch norm in inference mode, as Keras does."""
+    if hasattr(module, "set_flags"):  # a pretrained backbone: its own layers keep their flags under it
+        module.set_flags(trainable, module.frozen_layers)
+        return
     for p in module.parameters():
         p.requires_grad_(trainable)
     for m in module.modules():

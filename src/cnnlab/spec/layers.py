@@ -39,6 +39,7 @@ from cnnlab.spec.image_layers import (  # noqa: F401 - part of this module's int
     RandomZoom,
     Rescaling,
 )
+from cnnlab.spec.units import UNITS
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,10 @@ class Activation(Layer):
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
     for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
-                Dropout, BatchNormalization, Activation, *IMAGE_LAYER_TYPES)
+                Dropout, BatchNormalization, Activation, *IMAGE_LAYER_TYPES, *(unit.spec for unit in UNITS))
 }
+Conv2DTranspose = LAYER_TYPES["Conv2DTranspose"]  # the specs of the layer units, by their usual names here
+UpSampling2D = LAYER_TYPES["UpSampling2D"]
 
 
 def from_dict(d: dict[str, Any], types: dict[str, type[Layer]] = LAYER_TYPES) -> Layer:
