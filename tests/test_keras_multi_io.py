@@ -79,3 +79,17 @@ def test_bad_structures_say_what_is_expected():
         ours.fit({"img_a": xa}, [y1, y2], verbose=0)
     with pytest.raises(ValueError, match="names output"):
         ours.compile("adam", loss={"nope": "mse"})
+
+
+def test_per_pixel_labels_are_checked_against_the_output():
+    inputs = cnnlab.Input((6, 6, 1))
+    outputs = cnnlab.layers.Conv2D(3, 1, activation="softmax")(inputs)
+    model = cnnlab.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.zeros((4, 6, 6, 1), np.float32)
+    with pytest.raises(ValueError, match=r"labels from 3 to 3, but the output has 3 classes"):
+        model.fit(x, np.full((4, 6, 6), 3), verbose=0)
+    with pytest.raises(ValueError, match=r"integer labels of shape \(N, 6, 6\)"):
+        model.fit(x, np.zeros((4, 5, 6), int), verbose=0)
+    history = model.fit(x, np.zeros((4, 6, 6, 1), int), epochs=2, verbose=0)  # (N, H, W, 1) masks too
+    assert history.history["loss"][-1] < history.history["loss"][0]

@@ -125,6 +125,10 @@ class Trainer:
         from cnnlab.train.progress import progress_callbacks
         if self._loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
+        if isinstance(x, ImageDataset) and not getattr(self, "_fast", True):  # the general loop takes arrays
+            batch_size = batch_size or x.batch_size
+            self.class_names = self.class_names or list(x.class_names)
+            x, y = self._xy(x, y)
         if not isinstance(x, ImageDataset) and self._general_for(x, seed):
             return self._fit_general(x, y, epochs, batch_size, verbose, callbacks, validation_split, validation_data,
                                      shuffle, seed, device)

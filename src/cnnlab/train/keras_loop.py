@@ -130,6 +130,25 @@ def targets_of(plan: Plan, y: Any, n: int, what: str = "y") -> list[np.ndarray |
     return out
 
 
+def check_targets(model: Any, plan: Plan, ys: list[np.ndarray | None], what: str = "y") -> None:
+    """Targets that fit their output and loss, checked before training: a clear error, not a failure mid-epoch."""
+    for name, loss, y, t in zip(plan.names, plan.losses, ys, model.outputs):
+        if y is None or loss is None:
+            continue
+        out = tuple(t.shape[1:])
+        where = f"{what} for output {name!r}" if len(plan.names) > 1 else what
+        if isinstance(loss, LS.SparseCategoricalCrossentropy):
+            labels = y[..., 0] if y.ndim == len(out) + 1 and y.shape[-1] == 1 else y
+            if tuple(labels.shape[1:]) != out[:-1]:
+                raise ValueError(f"{where} has shape {y.shape}; sparse_categorical_crossentropy takes integer labels "
+                                 f"of shape (N, {', '.join(map(str, out[:-1]))}) for outputs (N, {', '.join(map(str, out))})")
+            if labels.size and (labels.min() < 0 or labels.max() >= out[-1] or not np.all(labels == np.round(labels))):
+                raise ValueError(f"{where} holds labels from {labels.min()} to {labels.max()}, but the output has "
+                                 f"{out[-1]} classes (integers 0 to {out[-1] - 1})")
+        elif int(np.prod(y.shape[1:])) != int(np.prod(out)):
+            raise ValueError(f"{where} has shape {y.shape}, but the output is (N, {', '.join(map(str, out))})")
+
+
 class Heads:
     """The module's outputs in Keras's layout, and which final activation the module left to the loss."""
 
@@ -258,6 +277,7 @@ def output_names(model: Any) -> list[str]:
 def evaluate(model: Any, plan: Plan, x: Any, y: Any, batch_size: int) -> dict[str, float]:
     xs = inputs_of(model, x)
     ys = targets_of(plan, y, len(xs[0]))
+    check_targets(model, plan, ys)
     heads = Heads(model, _head_activation(model))
     return run_epoch(model.module, plan, heads, xs, ys, batch_size, np.arange(len(xs[0])), None)
 
@@ -268,11 +288,13 @@ def fit(model: Any, plan: Plan, x: Any, y: Any, *, epochs: int, batch_size: int,
     """Train `model` with `plan`; each epoch's logs go to `hooks` (cnnlab.callbacks.CallbackList)."""
     xs = inputs_of(model, x)
     ys = targets_of(plan, y, len(xs[0]))
+    check_targets(model, plan, ys)
     val = None
     if validation_data is not None:
         vx, vy = validation_data[:2] if isinstance(validation_data, (tuple, list)) else (validation_data, None)
         vxs = inputs_of(model, vx, "validation x")
         val = (vxs, targets_of(plan, vy, len(vxs[0]), "validation y"))
+        check_targets(model, plan, val[1], "validation y")
     elif validation_split:
         n_val = int(len(xs[0]) * validation_split)
         if n_val < 1:
