@@ -20,7 +20,7 @@ import torch
 
 from cnnlab.spec import layers as L
 from cnnlab.spec import merge as M
-from cnnlab.spec.units import UNITS
+from cnnlab.spec.units import BY_TYPE, UNITS
 from cnnlab.spec.units_base import (  # noqa: F401 - part of this module's interface
     _DTYPE,
     _GLOROT,
@@ -99,28 +99,11 @@ def _read_pool(cls: type[L._Pooling2D]) -> Callable[[Options, L.Shape], L.Layer]
     return read
 
 
-def _read_gap(opts: Options, shape: L.Shape) -> L.Layer:
-    _check_channels_last(opts)
-    opts.expect("keepdims", False)
-    return L.GlobalAveragePooling2D(name=opts.name)
-
-
-def _read_flatten(opts: Options, shape: L.Shape) -> L.Layer:
-    _check_channels_last(opts)
-    return L.Flatten(name=opts.name)
-
-
 def _read_dense(opts: Options, shape: L.Shape) -> L.Layer:
     opts.ignore("kernel_initializer", "bias_initializer")
     _no_regularisers(opts, "kernel", "bias")
     opts.expect_null("activity_regularizer", "quantization_config", "lora_rank")
     return L.Dense(opts.get("units"), read_activation(opts), opts.get("use_bias", True), name=opts.name)
-
-
-def _read_dropout(opts: Options, shape: L.Shape) -> L.Layer:
-    opts.ignore("seed")
-    opts.expect_null("noise_shape")
-    return L.Dropout(opts.get("rate"), name=opts.name)
 
 
 def _read_batchnorm(opts: Options, shape: L.Shape) -> L.Layer:
@@ -260,12 +243,11 @@ CONVERTERS: dict[str, Converter] = {
                                  build_config=True, variables=("depthwise_kernel", "pointwise_kernel", "bias")),
     "MaxPooling2D": Converter(_read_pool(L.MaxPooling2D), _pool_config),
     "AveragePooling2D": Converter(_read_pool(L.AveragePooling2D), _pool_config),
-    "GlobalAveragePooling2D": Converter(_read_gap, lambda spec: {"data_format": "channels_last",
-                                                                 "keepdims": False}),
-    "Flatten": Converter(_read_flatten, lambda spec: {"data_format": "channels_last"}, build_config=True),
+    "GlobalAveragePooling2D": BY_TYPE["GlobalAveragePooling2D"].keras,
+    "Flatten": BY_TYPE["Flatten"].keras,
     "Dense": Converter(_read_dense, _dense_config, _dense_to_keras, _dense_to_torch, build_config=True,
                        variables=("kernel", "bias")),
-    "Dropout": Converter(_read_dropout, lambda spec: {"rate": spec.rate, "seed": None, "noise_shape": None}),
+    "Dropout": BY_TYPE["Dropout"].keras,
     "BatchNormalization": Converter(_read_batchnorm, _batchnorm_config, _vectors_to_keras, _vectors_to_torch,
                                     build_config=True, variables=("gamma", "beta", "moving_mean", "moving_variance")),
     "Activation": Converter(_read_activation, lambda spec: {"activation": spec.activation}),

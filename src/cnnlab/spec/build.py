@@ -141,10 +141,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.SeparableConv2D: _separable,
     L.MaxPooling2D: _pool,
     L.AveragePooling2D: _pool,
-    L.GlobalAveragePooling2D: lambda spec, shape: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-    L.Flatten: lambda spec, shape: nn.Flatten(),
     L.Dense: _dense,
-    L.Dropout: lambda spec, shape: nn.Dropout(spec.rate),
     L.BatchNormalization: _batchnorm,
     L.Activation: lambda spec, shape: (ACTIVATION_MODULES[spec.activation]() if spec.activation != "linear"
                                        else nn.Identity()),

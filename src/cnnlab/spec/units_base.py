@@ -139,6 +139,11 @@ class Converter:
 
 
 
+def decimal(x: float) -> str:
+    """A number as compact tokens write it: 0.5, 0.25, no trailing zeros."""
+    return f"{x:.8f}".rstrip("0").rstrip(".") or "0"
+
+
 @dataclass(frozen=True)
 class Compact:
     """The layer's token in the one-line model format: a regex, the spec from its groups, the token of a spec."""
