@@ -93,3 +93,15 @@ def test_per_pixel_labels_are_checked_against_the_output():
         model.fit(x, np.zeros((4, 5, 6), int), verbose=0)
     history = model.fit(x, np.zeros((4, 6, 6, 1), int), epochs=2, verbose=0)  # (N, H, W, 1) masks too
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_callbacks_see_the_general_loops_metrics(tmp_path):
+    model = cnnlab.Sequential([cnnlab.Input((8, 8, 1)), cnnlab.layers.Flatten(), cnnlab.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy", metrics=["auc"])
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8, 1)).astype("float32")
+    y = (x.mean((1, 2, 3)) > 0.5).astype(int)
+    log = tmp_path / "log.csv"
+    history = model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[cnnlab.callbacks.CSVLogger(log)])
+    assert log.read_text().splitlines()[0] == "epoch,auc,learning_rate,loss,val_auc,val_loss"
+    assert len(history.history["val_auc"]) == 3
