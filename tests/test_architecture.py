@@ -105,7 +105,8 @@ def test_modules_stay_small():
 
 
 # --- the package layers: base modules, the core packages in order, the Keras facade above, front ends at the edge
-BASE = ("cnnlab.errors", "cnnlab.fsutil", "cnnlab.tensor_file", "cnnlab.backend", "cnnlab.printable", "cnnlab.progress")
+BASE = ("cnnlab.errors", "cnnlab.fsutil", "cnnlab.tensor_file", "cnnlab.backend", "cnnlab.printable", "cnnlab.progress",
+        "cnnlab.jsonutil")
 CORE = ("datasets", "spec", "backbones", "train", "runs", "explain")
 
 

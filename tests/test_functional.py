@@ -76,8 +76,9 @@ def test_layer_and_model_accessors():
     assert not loose.built and loose.get_weights() == [] and loose.weights == []
     with pytest.raises(AttributeError, match="never been called"):
         loose.output  # noqa: B018
-    with pytest.raises(TypeError, match="keras.Input"):
-        loose(np.zeros((2, 4)))
+    assert tuple(loose(np.zeros((2, 4))).shape) == (2, 3) and loose.built  # an eager call builds it, as in Keras
+    with pytest.raises(TypeError, match="not both in one call"):
+        layers.Add()([model.input, np.zeros((1, 28, 28, 1))])
     with pytest.raises(TypeError, match="cnnlab's Dense takes units"):
         layers.Dense(3, kernel_initializer="he_normal")
 
@@ -89,7 +90,10 @@ def test_several_outputs_predict_a_list_channels_last():
     model = keras.Model(inputs, [b, a])
     out = model.predict(np.random.default_rng(0).random((4, 10, 10, 2), dtype=np.float32))
     assert isinstance(out, list) and [o.shape for o in out] == [(4, 5), (4, 8, 8, 3)]
-    with pytest.raises(ValueError, match="one output"):
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(np.zeros((4, 10, 10, 2), np.float32), np.zeros(4, int))
+    model.compile(loss="mse")
+    with pytest.raises(ValueError, match="a list or dict of 2 targets"):
         model.fit(np.zeros((4, 10, 10, 2), np.float32), np.zeros(4, int))
 
 

@@ -1,15 +1,13 @@
 """cnnlab: convolutional neural networks for image collections, easy to train and to see inside.
 
 `import cnnlab as keras` gives Keras's names: keras.Input, keras.Model, keras.Sequential, keras.layers,
-keras.models, keras.callbacks, keras.backend.clear_session.
+keras.models, keras.callbacks, keras.applications, keras.metrics, keras.losses, keras.backend.clear_session.
 """
-from cnnlab import backend, callbacks, datasets, layers, models, optimizers, utils
+from cnnlab import applications, backend, callbacks, datasets, layers, losses, metrics, models, optimizers, utils
 from cnnlab.functional import Model
 from cnnlab.models import Sequential, load_model
 from cnnlab.symbolic import Input
 
-# Keras's other namespaces (callbacks, applications, ...) are imported here as they are added.
-
-__all__ = ["Input", "Model", "Sequential", "backend", "callbacks", "datasets", "layers", "load_model", "models", "optimizers",
-           "utils"]
+__all__ = ["Input", "Model", "Sequential", "applications", "backend", "callbacks", "datasets", "layers", "load_model",
+           "losses", "metrics", "models", "optimizers", "utils"]
 __version__ = "0.1.0"

@@ -15,13 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab import keras_loop
 from cnnlab.backend import auto_name
 from cnnlab.runs.keras_file import save_keras
 from cnnlab.spec import layers as L
+from cnnlab.spec import nested as NS
 from cnnlab.spec.build import assemble
 from cnnlab.spec.graph import GraphSpec, Node, Ref
 from cnnlab.spec.summary import summary_text
-from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules
+from cnnlab.symbolic import InputLayer, KerasTensor, Layer, Variable, WeightViews, build_modules, run_eager
 from cnnlab.train.device_data import scale
 from cnnlab.training import Trainer
 
@@ -78,11 +80,11 @@ class Model(WeightViews, Trainer):
 
     @property
     def layers(self) -> list[Any]:
-        """Every layer, inputs first, in Keras's order (deepest first)."""
-        return [self._by_name[name] for name in self.spec.layer_order()]
+        """Every layer, inputs first, in Keras's order (deepest first); a nested model is listed as itself."""
+        return [as_shown(self._by_name[name]) for name in self.spec.layer_order()]
 
     def _weighted(self) -> list[Layer]:
-        return [layer for layer in self.layers if isinstance(layer, Layer)]
+        return [self._by_name[n] for n in self.spec.layer_order() if isinstance(self._by_name[n], Layer)]
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
         if index is not None:
@@ -168,10 +170,44 @@ class Model(WeightViews, Trainer):
     def summary(self, print_fn: Callable[[str], None] = print, style: str = "keras3") -> None:
         print_fn(summary_text(self.spec, self.name, style))
 
+    # --- calls --------------------------------------------------------------------------------
+    def as_layer(self) -> ModelLayer:
+        """This model as one layer of another (made once: every call is a node of the same layer)."""
+        if getattr(self, "_layer_view", None) is None:
+            self._layer_view = ModelLayer(self)
+        return self._layer_view
+
+    def __call__(self, inputs: Any, training: bool | None = None) -> Any:
+        """On symbolic tensors: this model as one layer of the model being made (Keras's nested models).
+
+        On arrays or tensors: the outputs now (torch tensors, channels-last, the final softmax applied), as
+        Keras 3 with the torch backend returns them; `training=True` runs Dropout and the random layers.
+        Images follow cnnlab's convention (uint8 pixels, or floats in [0, 1]); a model of random augmentation
+        layers alone gives uint8 pixels back as 0-255 floats, as Keras's does."""
+        symbolic = [t for t in _as_list(inputs) if isinstance(t, KerasTensor)]
+        if self._module is None and not isinstance(inputs, (list, tuple, dict)):
+            # a Sequential learns its input shape here, as Keras's
+            self.build(tuple(inputs.shape[1:] if symbolic else np.shape(inputs)[1:]))
+        if symbolic:
+            return self.as_layer()(inputs)
+        xs = keras_loop.inputs_of(self, inputs, pixels_only=False)
+        module = self.module
+        device = next(module.parameters(), torch.zeros(0)).device
+        heads = keras_loop.Heads(self, keras_loop._head_activation(self))
+        batch = [scale(torch.as_tensor(x).permute(0, 3, 1, 2).to(device)) for x in xs]
+        outs = [heads.probabilities(o) for o in heads.keras(run_eager(module, batch, training))]
+        if xs[0].dtype in (np.uint8, torch.uint8) and all(isinstance(layer, Layer) and layer.spec.type.startswith("Random")
+                                                         for layer in self._weighted()):
+            outs = [o * 255.0 for o in outs]  # flips, turns and zooms move pixels without changing their scale
+        return outs[0] if len(outs) == 1 else outs
+
     # --- inference, training, files -----------------------------------------------------------
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray | list[np.ndarray]:
         """Class probabilities, or the outputs themselves; a list of arrays for several outputs.
         Outputs are in Keras's layout: images channels-last (N, H, W, C), flattened features in HWC order."""
+        if len(self.inputs) > 1 or isinstance(x, (list, tuple, dict)):
+            outs = keras_loop.predict_outputs(self, keras_loop.inputs_of(self, x), batch_size)
+            return outs[0] if len(outs) == 1 else outs
         if self._output_count() == 1:
             outs = [super().predict(x, batch_size, verbose)]
         else:
@@ -187,26 +223,76 @@ class Model(WeightViews, Trainer):
     def _output_count(self) -> int:
         return len(self._outputs)
 
-    def _one_output(self, what: str) -> None:
-        if self._output_count() != 1:
-            raise ValueError(f"cnnlab can {what} models with one output; model {self.name!r} has "
-                             f"{len(self._outputs)}. Use predict() for activation models")
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        self._one_output("fit")
-        return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        self._one_output("evaluate")
-        return super().evaluate(*args, **kwargs)
-
     def save(self, path: str | os.PathLike) -> None:
         """`.keras`: a Keras 3 file Keras opens; `.safetensors`: cnnlab's own (weights + spec + class names)."""
         if Path(path).suffix == ".keras":
+            nested = [x.name for x in self._weighted() if isinstance(x, ModelLayer)]
+            if nested:
+                raise ValueError(f"cnnlab cannot write .keras files of models that hold other models yet ({nested}); "
+                                 "save a .safetensors file instead")
             names = self.class_names if self._output_count() == 1 else None
             save_keras(self.spec, self.module, path, names, self.name)
         else:
             super().save(path)
+
+
+class ModelLayer(Layer):
+    """A model called on symbolic tensors inside another model: one layer (one summary row, one child module)
+    over the inner model's own layers, whose weights and trainable flags it reads and sets."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.spec_class = NS.Sequential if isinstance(model.spec, L.ModelSpec) else NS.Functional
+        self._setup(self.spec_class(model=model.spec), model.name, True, None)
+        try:
+            inputs = model.inputs
+        except AttributeError:  # a Sequential without its input shape yet: it learns it when called
+            inputs = []
+        self.declared_input_shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
+
+    @property
+    def spec(self) -> NS.NestedModel:
+        return self.spec_class(model=self.model.spec, name=self.name)
+
+    @property  # type: ignore[override]
+    def _module(self) -> nn.Module:
+        """The inner layers' modules (shared with the inner model) with the softmax the model ends in; made on
+        first use, so no builder ever makes a fresh copy of the inner layers."""
+        if self.__dict__.get("_assembled") is None:
+            self.model.build()
+            self._assembled = assemble(self.model.spec, {x.name: x.module for x in self.model._weighted()},
+                                       logits=False)
+        return self._assembled
+
+    @_module.setter
+    def _module(self, value: nn.Module | None) -> None:
+        self._assembled = value
+
+    @property  # type: ignore[override]
+    def trainable(self) -> bool:
+        return self.model.trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self.model.trainable = value
+
+    @property
+    def weights(self) -> list[Variable]:
+        return self.model.weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.model.get_weights()
+
+    def set_weights(self, weights: list[Any]) -> None:
+        self.model.set_weights(weights)
+
+    def count_params(self) -> int:
+        return self.model.count_params()
+
+
+def as_shown(layer: Any) -> Any:
+    """What `model.layers` lists for a layer of the graph: a nested model as the model object itself."""
+    return layer.model if isinstance(layer, ModelLayer) else layer
 
 
 def _trace(inputs: list[KerasTensor], outputs: list[KerasTensor]) -> tuple[list[tuple[Any, int]], dict[str, Any]]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnlab import layers as KL
 from cnnlab.backend import auto_name
-from cnnlab.functional import Model
+from cnnlab.functional import Model, as_shown
 from cnnlab.runs.open_model import open_model
 from cnnlab.spec.build import assemble, place
 from cnnlab.spec.graph import AnySpec
@@ -21,6 +21,7 @@ from cnnlab.spec.layers import Input as InputSpec
 from cnnlab.spec.layers import Layer as LayerSpec
 from cnnlab.spec.layers import ModelSpec, SpecError, drop_auto_names
 from cnnlab.spec.merge import Merge
+from cnnlab.spec.nested import NestedModel
 from cnnlab.symbolic import Input, InputLayer, KerasTensor, Layer, build_modules
 from cnnlab.train.fit import resolve_device
 
@@ -37,12 +38,13 @@ class Sequential(Model):
         self._names: set[str] = set()  # the layers' names and how many of each Keras class, so that add() is
         self._kind_counts: dict[str, int] = {}  # O(1): a 100,000-layer file loads in linear time
         for layer in layers or []:
-            self.add(layer)
+            self.add(layer, rebuild=False)
+        self._maybe_rebuild()
         if not trainable:
             self.trainable = False
 
     # --- building -------------------------------------------------------------------------
-    def add(self, layer: Any) -> None:
+    def add(self, layer: Any, rebuild: bool = True) -> None:
         """Append a layer: a `layers.X(...)` object (named when made, conv2d_3), or a spec of
         `cnnlab.spec.layers` (named within the model, as a JSON layer list is); `Input(shape)` may come first."""
         if self._module is not None:
@@ -53,10 +55,12 @@ class Sequential(Model):
             self._input = (Input(layer.shape, layer.name) if isinstance(layer, InputSpec)
                            else layer.output if isinstance(layer, InputLayer) else layer)
             return
+        if isinstance(layer, Model):  # a model as one layer (Keras's nested models)
+            layer = layer.as_layer()
         if isinstance(layer, LayerSpec):  # a spec is named within its model, as in a JSON layer list
             n = self._kind_counts.get(layer.keras_name, 0)
             auto = layer.keras_name if n == 0 else f"{layer.keras_name}_{n}"  # as keras_names counts
-            layer = KL.from_spec(layer, layer.name or auto)
+            layer = _layer_from_spec(layer, layer.name or auto)
         if not isinstance(layer, Layer):
             raise SpecError(f"add() takes a layer such as layers.Conv2D(32, (3, 3)), got {layer!r}")
         if layer.name in self._names:
@@ -69,6 +73,14 @@ class Sequential(Model):
         self._layers.append(layer)
         if self._input is not None:
             self._connect()
+        if rebuild:
+            self._maybe_rebuild()
+
+    def _maybe_rebuild(self) -> None:
+        """Keras remakes a Sequential's inner functional model whenever it knows its input and layers; each
+        takes the next automatic name functional, functional_1, ... so the names of later models follow."""
+        if self._input is not None and self._layers:
+            auto_name("functional")
 
     def _connect(self) -> None:
         """Call the layers not yet called on the symbolic tensor before them (shapes only)."""
@@ -83,7 +95,7 @@ class Sequential(Model):
 
     @property
     def layers(self) -> list[Any]:
-        return list(self._layers)
+        return [as_shown(layer) for layer in self._layers]
 
     def _weighted(self) -> list[Layer]:
         return list(self._layers)
@@ -98,6 +110,7 @@ class Sequential(Model):
                 shape = tuple(input_shape)
                 self._input = Input(shape[1:] if shape and shape[0] is None else shape)
                 self._connect()
+                self._maybe_rebuild()
             spec = self.spec
             spec.shapes()  # raises SpecError naming the first layer that cannot fit
             build_modules(self._layers, seed, spec)
@@ -125,15 +138,25 @@ class Sequential(Model):
 def model_from_spec(spec: AnySpec, name: str) -> Model:
     """A Sequential (layer list) or functional Model (graph) made of new layer objects named as in `spec`."""
     if isinstance(spec, ModelSpec):
-        return Sequential([InputSpec(spec.input_shape), *(KL.from_spec(layer, n) for layer, n in
+        return Sequential([InputSpec(spec.input_shape), *(_layer_from_spec(layer, n) for layer, n in
                                                           zip(spec.layers, spec.names))], name=name)
     tensors = {(inp.name, 0): Input(inp.shape, inp.name) for inp in spec.inputs}
     objects: dict[str, Layer] = {}
     for node, ref in zip(spec.nodes, spec.refs()):
-        layer = objects.setdefault(node.layer.name, KL.from_spec(node.layer))
+        layer = objects.get(node.layer.name) or objects.setdefault(node.layer.name, _layer_from_spec(node.layer))
         args = [tensors[r] for r in node.inbound]
         tensors[ref] = layer(args if isinstance(node.layer, Merge) else args[0])
     return Model([tensors[(inp.name, 0)] for inp in spec.inputs], [tensors[r] for r in spec.outputs], name=name)
+
+
+def _layer_from_spec(spec: LayerSpec, name: str | None = None) -> Layer:
+    """The layer object of a spec; a nested model's is a new model of its own, used as a layer."""
+    if isinstance(spec, NestedModel):
+        inner = model_from_spec(spec.model, name or spec.name or spec.keras_name)
+        weighted = inner._weighted()
+        inner._trainable = not weighted or any(layer.trainable for layer in weighted)  # saved as its layers' flags
+        return inner.as_layer()
+    return KL.from_spec(spec, name)
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> Model:

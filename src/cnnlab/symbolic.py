@@ -22,6 +22,7 @@ from cnnlab.spec import layers as L
 from cnnlab.spec.build import keras_init_, layer_module, layer_modules, set_trainable_
 from cnnlab.spec.graph import AnySpec
 from cnnlab.spec.merge import Merge
+from cnnlab.spec.preprocess import RANDOM_MODULES
 
 
 class KerasTensor:
@@ -53,6 +54,33 @@ def build_modules(layers: list[Any], seed: int | None = None, spec: AnySpec | No
     keras_init_(nn.ModuleList(modules), seed)
     for layer, module in zip(new, modules):
         layer._module = module
+
+
+def eager_tensor(x: Any, who: str) -> torch.Tensor:
+    """A float32 torch tensor of what an eager call got (a numpy array, a tensor, nested lists)."""
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if not (t.dtype.is_floating_point or t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"{who} takes numeric arrays, got dtype {t.dtype}")
+    if t.ndim < 2:
+        raise ValueError(f"{who} takes a batch (N, ...), got shape {tuple(t.shape)}")
+    return t.float()
+
+
+def run_eager(module: nn.Module, xs: list[torch.Tensor], training: bool | None) -> Any:
+    """module(*xs) without gradients, in training mode only when asked (Dropout, batch statistics). Left unsaid
+    (None), the random augmentation layers still act, as Keras 3's do (their `call` defaults to training=True):
+    `data_augmentation(images)` shows augmented images."""
+    was = module.training
+    module.train(bool(training))
+    if training is None:
+        for part in module.modules():
+            if isinstance(part, RANDOM_MODULES):
+                part.train(True)
+    try:
+        with torch.no_grad():
+            return module(*xs)
+    finally:
+        module.train(was)
 
 
 def _torch_arrays(tensors: list[torch.Tensor], perm: Any, spec: Any) -> list[np.ndarray]:
@@ -193,14 +221,14 @@ class Layer(_Base):
     def spec(self) -> L.Layer:
         return dataclasses.replace(self._spec, name=self.name, trainable=self._trainable)
 
-    # --- calling on symbolic tensors ----------------------------------------------------------
-    def __call__(self, inputs: KerasTensor | list[KerasTensor]) -> KerasTensor:
+    # --- calling on symbolic tensors, or eagerly on arrays -------------------------------------
+    def __call__(self, inputs: Any, training: bool | None = None) -> Any:
         many = isinstance(inputs, (list, tuple))
         tensors = list(inputs) if many else [inputs]
         if not all(isinstance(t, KerasTensor) for t in tensors):
-            kinds = ", ".join(type(t).__name__ for t in tensors)
-            raise TypeError(f"layer {self.name!r} is called on keras.Input(...) or another layer's output "
-                            f"(cnnlab runs models, not single layers, on arrays). Received: {kinds}")
+            if any(isinstance(t, KerasTensor) for t in tensors):
+                raise TypeError(f"layer {self.name!r} takes symbolic tensors or arrays, not both in one call")
+            return self._eager(tensors, many, training)
         shapes = [tuple(t.shape[1:]) for t in tensors]
         if isinstance(self._spec, Merge):
             in_shape: L.Shape | list[L.Shape] = shapes
@@ -219,6 +247,33 @@ class Layer(_Base):
         tensor = KerasTensor(out, (self, len(self._nodes), 0), perm)
         self._nodes.append((tensors, tensor))
         return tensor
+
+    def _eager(self, arrays: list[Any], many: bool, training: bool | None) -> torch.Tensor:
+        """Run the layer on arrays or tensors (N, H, W, C) now, as Keras 3 does: a float32 torch tensor back,
+        channels-last; the values are taken as they are (no pixel scaling). Random layers act only with
+        `training=True`."""
+        xs = [eager_tensor(a, self.name) for a in arrays]
+        shapes = [tuple(x.shape[1:]) for x in xs]
+        if not isinstance(self._spec, Merge) and many:
+            raise ValueError(f"{type(self).__name__} layer {self.name!r} takes one tensor, got a list of {len(xs)}")
+        in_shape: Any = shapes if isinstance(self._spec, Merge) else shapes[0]
+        out_shape = self.spec.output_shapes(shapes) if isinstance(self._spec, Merge) else self.spec.output_shape(in_shape)
+        if self._in_shape is None:  # built for the shape it is first called on, as Keras builds
+            self._in_shape = in_shape
+        elif self._in_shape != in_shape:
+            raise ValueError(f"layer {self.name!r} was built for input shape {self._in_shape} and cannot take "
+                             f"{in_shape}; make a new layer for the new shape")
+        if self._in_perm is not None:  # built after a Flatten: its weights take features in torch's order
+            xs = [x[:, torch.as_tensor(self._in_perm)] for x in xs]
+        module = self.module
+        device = next(module.parameters(), torch.zeros(0)).device
+        out = run_eager(module, [x.movedim(-1, 1).to(device) if x.ndim == 4 else x.to(device) for x in xs], training)
+        perm = feature_perm(self.spec, shapes, [None] * len(shapes))
+        out = out.movedim(1, -1) if out.ndim == 4 else out
+        if perm is not None:
+            out = out[:, torch.as_tensor(np.argsort(perm), device=out.device)]
+        assert tuple(out.shape[1:]) == tuple(out_shape)
+        return out.contiguous()
 
     @property
     def built(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab import optimizers
+from cnnlab import keras_loop, optimizers
 from cnnlab.callbacks import Callback, CallbackList
 from cnnlab.datasets.arrays import as_images, as_labels
 from cnnlab.datasets.directory import ImageDataset
@@ -34,31 +34,81 @@ class Trainer:
     learning_rate: float | None = None  # the current rate while fit runs; lr callbacks set it
 
     # --- training -------------------------------------------------------------------------
-    def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop", loss: str = "sparse_categorical_crossentropy",
-                metrics: list[str] | None = None, recipe: str = "keras", **options: Any) -> None:
-        """Choose optimiser and loss; extra `options` are TrainConfig fields (schedule, label_smoothing...).
+    def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop", loss: Any = "sparse_categorical_crossentropy",
+                metrics: Any = None, loss_weights: Any = None, recipe: str = "keras", **options: Any) -> None:
+        """Choose optimiser, loss and metrics; extra `options` are TrainConfig fields (schedule, label_smoothing...).
 
+        `loss`, `loss_weights` and `metrics` take what Keras's take: names or `cnnlab.losses` / `cnnlab.metrics`
+        objects, one for all outputs, a list in output order or a dict keyed by output name.
         recipe "keras" (default): Keras's semantics, the optimiser's default constant learning rate
         (Adam/RMSprop 1e-3, SGD 0.01, SGD without momentum) and no label smoothing. recipe "fast": cnnlab's recipe, as
         `cnnlab train` uses it: a one-cycle schedule (Adam peaks at 8e-3) and label smoothing 0.1.
         """
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         # train.config.RECIPES: each recipe's table, with its reasons; fit's own arguments say how long
         base = {k: v for k, v in recipe_fields(recipe).items() if k != "epochs"}
-        for metric in metrics or []:
-            if metric not in METRICS:
-                raise ValueError(f"the only metric is 'accuracy' (or 'acc'), got {metric!r}")
-        self._loss = loss
-        self._metric = (metrics or ["accuracy"])[0]
+        self._plan = keras_loop.make_plan(keras_loop.output_names(self) if self._output_count() > 1 else ["output"],
+                                          loss, loss_weights, metrics)  # checks every name now, not at fit time
+        self._compiled = (loss, loss_weights, metrics)
+        self._loss = self._plan.losses[0].default_name if self._plan.losses[0] else "sparse_categorical_crossentropy"
+        fast = (isinstance(loss, str) and loss in LOSSES and loss_weights is None
+                and all(isinstance(m, str) and m in METRICS for m in metrics or []) and len(metrics or []) <= 1)
+        self._fast = fast and self._output_count() == 1
+        self._metric = (metrics or ["accuracy"])[0] if self._fast else "accuracy"
         given = optimizers.get(optimizer).train_options()
         chosen = {**base, **given}
         if recipe == "keras":  # a constant schedule needs its rate: the optimiser's Keras default
             chosen["lr"] = given["lr"] or CONSTANT_LR[given["optimizer"]]
-        if loss == "binary_crossentropy":
+        if self._loss == "binary_crossentropy":
             chosen["loss"] = "binary"
         self._train_options = {**chosen, **options}
         TrainConfig(**self._train_options)  # validate now, not at fit time
+
+    def _general_for(self, x: Any, seed: int | None = None) -> bool:
+        """_general() once the model is built (a Sequential learns its input shape from the first `x`)."""
+        if self._module is None:
+            self.build(None if isinstance(x, (list, tuple, dict)) else tuple(as_images(x).shape[1:]), seed=seed)
+        return isinstance(x, dict) or self._general()
+
+    def _general(self) -> bool:
+        """Whether fit/evaluate take Keras's general loop (cnnlab.keras_loop) rather than the fast one:
+        several inputs or outputs, per-pixel outputs, or losses and metrics beyond cross-entropy and accuracy."""
+        if not getattr(self, "_fast", True) or self._output_count() != 1 or len(self.inputs) != 1:
+            return True
+        return len(self.outputs[0].shape) != 2
+
+    def _general_plan(self) -> keras_loop.Plan:
+        loss, loss_weights, metrics = getattr(self, "_compiled", (self._loss, None, None))
+        names = keras_loop.output_names(self)
+        return keras_loop.make_plan(names if len(names) > 1 else ["output"], loss, loss_weights, metrics)
+
+    def _fit_general(self, x: Any, y: Any, epochs: int, batch_size: int | None, verbose: int | str,
+                     callbacks: list[Callback] | None, validation_split: float, validation_data: Any, shuffle: bool,
+                     seed: int | None, device: str) -> History:
+        from cnnlab.train.optim import make_optimizer
+        config = TrainConfig(epochs=epochs, seed=seed, device=device, **{**self._train_options, "schedule": "constant"})
+        target = resolve_device(device)
+        place(self.module, target)
+        plan = self._plan = self._general_plan()
+        size = batch_size or config.batch_size
+        n = len(keras_loop.inputs_of(self, x)[0])
+        hooks = CallbackList(callbacks, self, {"epochs": epochs, "verbose": verbose, "steps": -(-n // size)},
+                             lambda logs: {("learning_rate" if k == "lr" else k): v for k, v in logs.items()})
+        quiet = verbose in (0, False, "silent")
+        self.stop_training, self.learning_rate = False, None
+        hooks.call("on_train_begin", {})
+        with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            opt = make_optimizer(self.module.parameters(), config, target)
+            keras_loop.fit(self, plan, x, y, epochs=epochs, batch_size=size, shuffle=shuffle, seed=seed,
+                           validation_split=validation_split, validation_data=validation_data, opt=opt, hooks=hooks,
+                           print_epoch=None if quiet else lambda e, logs: print(
+                               f"Epoch {e + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())))
+        hooks.call("on_train_end", hooks.epoch_logs[-1] if hooks.epoch_logs else {})
+        history = History()
+        for epoch, logs in enumerate(hooks.epoch_logs):
+            history.append(epoch, logs)
+        return history
 
     def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int | None = None, verbose: int | str = "auto",
             callbacks: list[Callback] | None = None, validation_split: float = 0.0,
@@ -73,6 +123,13 @@ class Trainer:
         from cnnlab.train.progress import progress_callbacks
         if self._loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
+        if isinstance(x, ImageDataset) and not getattr(self, "_fast", True):  # the general loop takes arrays
+            batch_size = batch_size or x.batch_size
+            self.class_names = self.class_names or list(x.class_names)
+            x, y = self._xy(x, y)
+        if not isinstance(x, ImageDataset) and self._general_for(x, seed):
+            return self._fit_general(x, y, epochs, batch_size, verbose, callbacks, validation_split, validation_data,
+                                     shuffle, seed, device)
         if isinstance(x, ImageDataset):
             batch_size = batch_size or x.batch_size
             if self.class_names is None:
@@ -169,6 +226,9 @@ class Trainer:
     def predict(self, x: Any, batch_size: int = 2000, verbose: int | str = 0) -> np.ndarray:
         """What the last layer gives, float32 numpy: class probabilities (N, classes) after a softmax,
         the probability of class 1 (N, 1) after a one-unit sigmoid, else the raw outputs."""
+        if isinstance(x, (list, tuple, dict)):
+            outs = keras_loop.predict_outputs(self, keras_loop.inputs_of(self, x), batch_size)
+            return outs[0] if len(outs) == 1 else outs  # type: ignore[return-value]
         logits = predict_logits(self.module, self._device_images(x), batch_size)
         if ends_in_softmax(self.spec):
             logits = torch.softmax(logits, 1)
@@ -178,7 +238,11 @@ class Trainer:
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int = 2000, verbose: int | str = 0,
                  return_dict: bool = False) -> list[float] | dict[str, float]:
-        """[loss, accuracy] on (x, y) or a dataset, as Keras returns with metrics=['accuracy']."""
+        """[loss, accuracy] on (x, y) or a dataset, as Keras returns with metrics=['accuracy']; with other losses,
+        metrics or several outputs, Keras's list (loss, each output's loss, the metrics) or dict."""
+        if not isinstance(x, ImageDataset) and self._general_for(x):
+            logs = keras_loop.evaluate(self, self._general_plan(), x, y, batch_size)
+            return logs if return_dict else [logs[k] for k in self._general_plan().log_names()]
         x, y = self._xy(x, y)
         xs = self._device_images(x)
         ys = targets_tensor(y, next(self.module.parameters()).device)

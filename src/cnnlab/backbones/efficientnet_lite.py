@@ -114,6 +114,15 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def layer_names(variant: str) -> list[str]:
+    """Names of `EfficientNetLite.layers()` as Keras names EfficientNet's parts: stem, block1a, block2a, block2b,
+    ..., top (a letter per block of a stage)."""
+    names = ["stem"]
+    for i, (spec, _) in enumerate(stage_plan(get_variant(variant))):
+        names += [f"block{i + 1}{chr(ord('a') + j)}" for j in range(spec.repeats)]
+    return [*names, "top"]
+
+
 class ConvBNAct(nn.Module):
     """Conv2d (no bias) -> BatchNorm -> ReLU6 (or nothing); strided convs pad like TF "same".
 

@@ -13,7 +13,6 @@ Dense kernel's rows) is therefore permuted with `perm`, where torch feature i is
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,72 +20,30 @@ import torch
 
 from cnnlab.spec import layers as L
 from cnnlab.spec import merge as M
-
-Perm = np.ndarray | None  # torch feature i of a flattened image is Keras feature perm[i]; None: same order
-_DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
-_GLOROT = {"module": "keras.initializers", "class_name": "GlorotUniform",
-           "config": {"seed": None, "input_axes": None, "output_axes": None}, "registered_name": None}
-
-
-def _init(class_name: str) -> dict[str, Any]:
-    return {"module": "keras.initializers", "class_name": class_name, "config": {}, "registered_name": None}
-
-
-class KerasFileError(ValueError):
-    """A .keras file is damaged, or holds a layer or option that cnnlab cannot honour."""
+from cnnlab.spec.units import BY_TYPE, UNITS
+from cnnlab.spec.units_base import (  # noqa: F401 - part of this module's interface
+    _DTYPE,
+    _GLOROT,
+    Arrays,
+    Converter,
+    KerasFileError,
+    Options,
+    Perm,
+    Tensors,
+    _check_bool_key,
+    _check_channels_last,
+    _init,
+    _no_regularisers,
+    _short,
+    check_common,
+    read_activation,
+)
 
 
 def flatten_perm(shape: L.Shape) -> np.ndarray:
     """For Flatten on (H, W, C): torch's CHW-order feature i is Keras's HWC-order feature perm[i]."""
     h, w, c = shape
     return np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
-
-
-class Options:
-    """A Keras layer config being read: every key is used, checked against what cnnlab can honour,
-    or known to be harmless; `finish` rejects the rest unless they are null or false."""
-
-    def __init__(self, class_name: str, config: dict[str, Any], where: str):
-        self.class_name, self.config, self.where = class_name, config, where
-        self.name = config.get("name")
-        self._seen: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._seen.add(key)
-        return self.config.get(key, default)
-
-    def ignore(self, *keys: str) -> None:
-        """Keys that change nothing once the weights are loaded (initialisers, dropout's seed)."""
-        self._seen.update(keys)
-
-    def expect(self, key: str, *allowed: Any) -> None:
-        """`key` must hold one of `allowed` (missing reads as the first); lists compare as tuples."""
-        value = self.get(key, allowed[0])
-        if (tuple(value) if isinstance(value, list) else value) not in allowed:
-            raise self.fail(key, value, " or ".join(f"{key}={a!r}" for a in allowed))
-
-    def expect_null(self, *keys: str) -> None:
-        for key in keys:
-            self.expect(key, None)
-
-    def pair(self, key: str, default: Any) -> Any:
-        value = self.get(key, default)
-        return tuple(value) if isinstance(value, list) else value
-
-    def fail(self, key: str, value: Any, expected: str) -> KerasFileError:
-        return KerasFileError(f"{self.where}: {self.class_name} layer {self.name!r}: cnnlab supports only "
-                              f"{expected}. Received: {key}={_short(value)}")
-
-    def finish(self) -> None:
-        for key, value in self.config.items():
-            if key not in self._seen and value not in (None, False, [], {}):  # a newer Keras's unset option
-                raise KerasFileError(f"{self.where}: {self.class_name} layer {self.name!r} has option {key!r} "
-                                     f"that cnnlab does not know. Received: {key}={_short(value)}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def feature_perm(layer: L.Layer, shapes: list[L.Shape], perms: list[Perm]) -> Perm:
@@ -105,39 +62,6 @@ def feature_perm(layer: L.Layer, shapes: list[L.Shape], perms: list[Perm]) -> Pe
     if isinstance(layer, (L.Dense, L.GlobalAveragePooling2D)) or len(shapes[0]) == 3:
         return None  # a Dense mixes all features; image tensors are never permuted
     return perms[0]
-
-
-def check_common(opts: Options) -> None:
-    """The keys every Keras layer has: a float32 dtype policy, and trainable."""
-    opts.get("name")
-    _check_bool_key(opts, "trainable")
-    dtype = opts.get("dtype")
-    policy = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-    if policy not in (None, "float32"):
-        raise opts.fail("dtype", policy, "dtype='float32'")
-
-
-def _check_bool_key(opts: Options, key: str) -> None:
-    if not isinstance(opts.get(key, True), bool):
-        raise opts.fail(key, opts.config[key], f"{key} true or false")
-
-
-def read_activation(opts: Options, key: str = "activation") -> str | None:
-    value = opts.get(key, "linear")
-    if isinstance(value, dict) and str(value.get("module", "")).startswith("keras") and isinstance(
-            value.get("config"), str):  # a built-in activation serialised as an object
-        value = value["config"]
-    if value != "linear" and value not in L.ACTIVATIONS:
-        raise opts.fail(key, value, f"{key} one of {', '.join(L.ACTIVATIONS)}")
-    return None if value == "linear" else value
-
-
-def _check_channels_last(opts: Options) -> None:
-    opts.expect("data_format", "channels_last", None)  # None: Keras's default, channels_last
-
-
-def _no_regularisers(opts: Options, *weights: str) -> None:
-    opts.expect_null(*(f"{w}_{what}" for w in weights for what in ("regularizer", "constraint")))
 
 
 # --- configs: Keras -> spec ----------------------------------------------------------------
@@ -175,28 +99,11 @@ def _read_pool(cls: type[L._Pooling2D]) -> Callable[[Options, L.Shape], L.Layer]
     return read
 
 
-def _read_gap(opts: Options, shape: L.Shape) -> L.Layer:
-    _check_channels_last(opts)
-    opts.expect("keepdims", False)
-    return L.GlobalAveragePooling2D(name=opts.name)
-
-
-def _read_flatten(opts: Options, shape: L.Shape) -> L.Layer:
-    _check_channels_last(opts)
-    return L.Flatten(name=opts.name)
-
-
 def _read_dense(opts: Options, shape: L.Shape) -> L.Layer:
     opts.ignore("kernel_initializer", "bias_initializer")
     _no_regularisers(opts, "kernel", "bias")
     opts.expect_null("activity_regularizer", "quantization_config", "lora_rank")
     return L.Dense(opts.get("units"), read_activation(opts), opts.get("use_bias", True), name=opts.name)
-
-
-def _read_dropout(opts: Options, shape: L.Shape) -> L.Layer:
-    opts.ignore("seed")
-    opts.expect_null("noise_shape")
-    return L.Dropout(opts.get("rate"), name=opts.name)
 
 
 def _read_batchnorm(opts: Options, shape: L.Shape) -> L.Layer:
@@ -272,8 +179,6 @@ def layer_config(spec: L.Layer, name: str, input_shape: L.Shape | list[L.Shape])
 
 
 # --- weights ---------------------------------------------------------------------------------
-Arrays = list[np.ndarray]
-Tensors = list[torch.Tensor]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -325,17 +230,6 @@ def _vectors_to_torch(arrays: Arrays, perm: Perm, layer: Any = None) -> Tensors:
     return [torch.from_numpy((a if perm is None else a[perm]).copy()) for a in arrays]
 
 
-@dataclass(frozen=True)
-class Converter:
-    """How one Keras layer class maps to a cnnlab spec: config both ways, weights both ways (None: no weights)."""
-    read: Callable[[Options, L.Shape], L.Layer]
-    write: Callable[[Any], dict[str, Any]]
-    to_keras: Callable[[Tensors, Perm, Any], Arrays] | None = None
-    to_torch: Callable[[Arrays, Perm, Any], Tensors] | None = None
-    build_config: bool = False
-    variables: tuple[str, ...] = ()  # Keras's names of the weights, in order
-
-
 def _read_merge(cls: type[L.Layer]) -> Callable[[Options, L.Shape], L.Layer]:
     def read(opts: Options, shape: L.Shape) -> L.Layer:
         return cls(name=opts.name) if cls is M.Add else cls(opts.get("axis", -1), name=opts.name)
@@ -349,17 +243,17 @@ CONVERTERS: dict[str, Converter] = {
                                  build_config=True, variables=("depthwise_kernel", "pointwise_kernel", "bias")),
     "MaxPooling2D": Converter(_read_pool(L.MaxPooling2D), _pool_config),
     "AveragePooling2D": Converter(_read_pool(L.AveragePooling2D), _pool_config),
-    "GlobalAveragePooling2D": Converter(_read_gap, lambda spec: {"data_format": "channels_last",
-                                                                 "keepdims": False}),
-    "Flatten": Converter(_read_flatten, lambda spec: {"data_format": "channels_last"}, build_config=True),
+    "GlobalAveragePooling2D": BY_TYPE["GlobalAveragePooling2D"].keras,
+    "Flatten": BY_TYPE["Flatten"].keras,
     "Dense": Converter(_read_dense, _dense_config, _dense_to_keras, _dense_to_torch, build_config=True,
                        variables=("kernel", "bias")),
-    "Dropout": Converter(_read_dropout, lambda spec: {"rate": spec.rate, "seed": None, "noise_shape": None}),
+    "Dropout": BY_TYPE["Dropout"].keras,
     "BatchNormalization": Converter(_read_batchnorm, _batchnorm_config, _vectors_to_keras, _vectors_to_torch,
                                     build_config=True, variables=("gamma", "beta", "moving_mean", "moving_variance")),
     "Activation": Converter(_read_activation, lambda spec: {"activation": spec.activation}),
     "Add": Converter(_read_merge(M.Add), lambda spec: {}, build_config=True),
     "Concatenate": Converter(_read_merge(M.Concatenate), lambda spec: {"axis": -1}, build_config=True),
+    **{unit.spec.__name__: unit.keras for unit in UNITS},
 }
 # Keras never trains batch norm's statistics (Keras's names, and torch's where a layer keeps torch's layout)
 NON_TRAINABLE = ("moving_mean", "moving_variance", "running_mean", "running_var")

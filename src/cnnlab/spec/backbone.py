@@ -29,9 +29,26 @@ class BackboneLayer(nn.Module):
         self.weights, self.trainable = spec.weights, spec.trainable
         self.net = EfficientNetLite(self.variant, include_top=spec.include_top)
         self.act = activation if spec.include_top and activation is not None else nn.Identity()
-        if not spec.trainable:
-            self.net.requires_grad_(False)
-            self.net.set_freeze_bn(True)  # BN statistics stay ImageNet's under model.train()
+        self.set_flags(spec.trainable, spec.frozen_layers)
+
+    def set_flags(self, trainable: bool, frozen_layers: tuple[int, ...] = ()) -> None:
+        """Keras's trainable flags: the whole network (`base.trainable`), then each layer of `net.layers()`
+        (`base.layers[i].trainable`). A frozen part gets no gradients and runs in inference mode, its batch
+        norm statistics fixed, even under model.train()."""
+        self.trainable, self.frozen_layers = trainable, tuple(frozen_layers)
+        self.net.requires_grad_(trainable)
+        self.net.set_freeze_bn(not trainable)
+        if trainable:
+            for i in self.frozen_layers:
+                self.net.layers()[i].requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> BackboneLayer:
+        super().train(mode)
+        if getattr(self, "trainable", True):
+            for i in getattr(self, "frozen_layers", ()):
+                self.net.layers()[i].eval()
+        return self
 
     @property
     def cam_target(self) -> nn.Module:

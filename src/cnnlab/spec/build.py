@@ -20,18 +20,9 @@ from cnnlab.spec import preprocess
 from cnnlab.spec.backbone import backbone_layer
 from cnnlab.spec.conv_arithmetic import same_padding
 from cnnlab.spec.graph import GraphSpec
-
-ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "softmax": lambda: nn.Softmax(dim=1),  # channel axis for (B, C) and (B, C, H, W) alike
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "silu": nn.SiLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),  # Keras's default slope
-}
+from cnnlab.spec.nested import NESTED_TYPES, NestedModel, passes_pixels
+from cnnlab.spec.units import UNITS
+from cnnlab.spec.units_base import ACTIVATION_MODULES
 
 
 class SamePool2d(nn.Module):
@@ -150,10 +141,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     L.SeparableConv2D: _separable,
     L.MaxPooling2D: _pool,
     L.AveragePooling2D: _pool,
-    L.GlobalAveragePooling2D: lambda spec, shape: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-    L.Flatten: lambda spec, shape: nn.Flatten(),
     L.Dense: _dense,
-    L.Dropout: lambda spec, shape: nn.Dropout(spec.rate),
     L.BatchNormalization: _batchnorm,
     L.Activation: lambda spec, shape: (ACTIVATION_MODULES[spec.activation]() if spec.activation != "linear"
                                        else nn.Identity()),
@@ -161,6 +149,9 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     M.Concatenate: lambda spec, shapes: ConcatChannels(),
     **preprocess.BUILDERS,
     **{kind: lambda spec, shape: backbone_layer(spec, shape, ACTIVATION_MODULES) for kind in L.BACKBONE_TYPES},
+    # a nested model: its own module, with the softmax it ends in (only the outer model leaves its last one out)
+    **{kind: lambda spec, shape: build(spec.model, logits=False) for kind in NESTED_TYPES},
+    **{unit.spec: unit.build for unit in UNITS},
 }
 
 
@@ -190,12 +181,16 @@ def layer_module(layer: L.Layer, shape: L.Shape | list[L.Shape], at_pixels: bool
     `at_pixels`: the layer sees the input image itself (see `preprocess.rescaling`)."""
     module = (preprocess.rescaling(layer, at_pixels) if isinstance(layer, L.Rescaling)
               else BUILDERS[type(layer)](layer, shape))
-    set_trainable_(module, layer.trainable)
+    if not isinstance(layer, NestedModel):  # a nested model's layers keep their own flags
+        set_trainable_(module, layer.trainable)
     return module
 
 
 def set_trainable_(module: nn.Module, trainable: bool) -> None:
     """Freeze or unfreeze a layer's module: no gradients, and batch norm in inference mode, as Keras does."""
+    if hasattr(module, "set_flags"):  # a pretrained backbone: its own layers keep their flags under it
+        module.set_flags(trainable, module.frozen_layers)
+        return
     for p in module.parameters():
         p.requires_grad_(trainable)
     for m in module.modules():
@@ -300,8 +295,7 @@ def graph_at_pixels(spec: GraphSpec, name: str) -> bool:
         if source in inputs:
             return True
         layer = nodes[source].layer
-        return (isinstance(layer, L.PREPROCESSING_TYPES) and not isinstance(layer, L.Rescaling)
-                and all(raw(s) for s, _ in nodes[source].inbound))
+        return passes_pixels(layer) and all(raw(s) for s, _ in nodes[source].inbound)
     return name in nodes and all(raw(s) for s, _ in nodes[name].inbound)
 
 

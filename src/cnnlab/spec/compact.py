@@ -13,6 +13,8 @@ the source of truth: `parse(format(spec)) == spec` for every spec.
     drop0.5                      Dropout: rate
     bn  bn0.9                    BatchNormalization (optionally its momentum)
     act:tanh                     Activation
+    tconv16k3s2same              Conv2DTranspose (as conv)
+    up2  up2bilinear             UpSampling2D: size, interpolation
     :relu                        suffix: the activation of a conv or dense layer (none: linear)
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ import re
 from typing import Any, Callable
 
 from cnnlab.spec import layers as L
+from cnnlab.spec.units import UNITS
+from cnnlab.spec.units_base import decimal
 
 _PAIR = r"(\d+)(?:x(\d+))?"
 _ACT = r"(?::([a-z_]+))?"
@@ -28,13 +32,12 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "in": re.compile(r"in(\d+)x(\d+)x(\d+)"),
     "conv": re.compile(rf"conv(\d+)k{_PAIR}(?:s{_PAIR})?(same|valid)?(nobias)?{_ACT}"),
     "pool": re.compile(rf"(max|avg){_PAIR}(?:s{_PAIR})?(same|valid)?"),
-    "gap": re.compile(r"gap"),
-    "flatten": re.compile(r"flatten"),
     "dense": re.compile(rf"dense(\d+)(nobias)?{_ACT}"),
-    "drop": re.compile(r"drop(0?\.\d+|0)"),
     "bn": re.compile(r"bn(0?\.\d+)?"),
     "act": re.compile(r"act:([a-z_]+)"),
+    **{unit.spec.__name__: unit.compact.pattern for unit in UNITS if unit.compact},
 }
+_UNIT_PARSERS = {unit.spec.__name__: unit.compact.parse for unit in UNITS if unit.compact}
 
 
 def _pair(a: str, b: str | None) -> tuple[int, int]:
@@ -44,6 +47,8 @@ def _pair(a: str, b: str | None) -> tuple[int, int]:
 def _layer(kind: str, g: tuple[Any, ...]) -> L.Layer | tuple[int, ...]:
     if kind == "in":
         return tuple(int(v) for v in g)
+    if kind in _UNIT_PARSERS:
+        return _UNIT_PARSERS[kind](g)
     if kind == "conv":
         return L.Conv2D(int(g[0]), _pair(g[1], g[2]), _pair(g[3], g[4]) if g[3] else (1, 1),
                         g[5] or "valid", g[7], use_bias=not g[6])
@@ -52,13 +57,11 @@ def _layer(kind: str, g: tuple[Any, ...]) -> L.Layer | tuple[int, ...]:
         return cls(_pair(g[1], g[2]), _pair(g[3], g[4]) if g[3] else None, g[5] or "valid")
     if kind == "dense":
         return L.Dense(int(g[0]), g[2], use_bias=not g[1])
-    if kind == "drop":
-        return L.Dropout(float(g[0]))
     if kind == "bn":
         return L.BatchNormalization(float(g[0])) if g[0] else L.BatchNormalization()
     if kind == "act":
         return L.Activation(g[0])
-    return {"gap": L.GlobalAveragePooling2D, "flatten": L.Flatten}[kind]()
+    raise AssertionError(f"no parser for token kind {kind!r}")
 
 
 def parse(text: str) -> L.ModelSpec:
@@ -80,7 +83,9 @@ def parse(text: str) -> L.ModelSpec:
                 break
         else:
             raise L.SpecError(f"cannot read token {i + 1} {token!r} of the model spec; expected e.g. conv32k3:relu, "
-                              "max2, flatten, dense64:relu, drop0.5, bn, gap, act:relu or in28x28x1")
+                              "max2, flatten, dense64:relu, drop0.5, bn, gap, act:relu, "
+                              + ", ".join(u.compact.example for u in UNITS if u.compact and u.compact.example
+                                          not in ("flatten", "drop0.5", "gap")) + " or in28x28x1")
         if isinstance(item, tuple):
             if i != 0:
                 raise L.SpecError(f"the input shape {token!r} must be the first token")
@@ -104,17 +109,11 @@ FORMATTERS: dict[type, Callable[[Any], str]] = {
                          + ("same" if l.padding == "same" else "") + ("" if l.use_bias else "nobias") + _act(l.activation)),
     L.MaxPooling2D: lambda l: _fmt_pool("max", l),
     L.AveragePooling2D: lambda l: _fmt_pool("avg", l),
-    L.GlobalAveragePooling2D: lambda l: "gap",
-    L.Flatten: lambda l: "flatten",
     L.Dense: lambda l: f"dense{l.units}" + ("" if l.use_bias else "nobias") + _act(l.activation),
-    L.Dropout: lambda l: f"drop{_decimal(l.rate)}",
-    L.BatchNormalization: lambda l: "bn" if l.momentum == 0.99 else f"bn{_decimal(l.momentum)}",
+    L.BatchNormalization: lambda l: "bn" if l.momentum == 0.99 else f"bn{decimal(l.momentum)}",
     L.Activation: lambda l: f"act:{l.activation}",
+    **{unit.spec: unit.compact.format for unit in UNITS if unit.compact},
 }
-
-
-def _decimal(x: float) -> str:
-    return f"{x:.8f}".rstrip("0").rstrip(".") or "0"
 
 
 def _fmt_pool(kind: str, l: L._Pooling2D) -> str:

@@ -79,6 +79,7 @@ class EfficientNetLiteBase(Layer):
     include_top: bool = False
     trainable: bool = field(default=False, kw_only=True)  # pretrained: frozen unless asked
     activation: str | None = None
+    frozen_layers: tuple[int, ...] = ()  # indices into the backbone's layers (stem, blocks, top) kept frozen
     keras_name: ClassVar[str] = ""  # "efficientnet_liteN": the variant is the name after "efficientnet_"
 
     def __post_init__(self) -> None:
@@ -89,6 +90,19 @@ class EfficientNetLiteBase(Layer):
         _check_bool(self.include_top, f"{self.type} include_top")
         _check_bool(self.trainable, f"{self.type} trainable")
         object.__setattr__(self, "activation", _activation(self.activation, self.type))
+        count = len(BP.layer_params(self.variant, False))
+        frozen = self.frozen_layers
+        if not isinstance(frozen, (tuple, list)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count for i in frozen):
+            raise SpecError(f"{self.type} frozen_layers must be indices of its {count} layers (0 to {count - 1}), "
+                            f"got {frozen!r}")
+        object.__setattr__(self, "frozen_layers", tuple(sorted(set(frozen))))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.frozen_layers:  # the usual case says nothing, so older files and specs compare equal
+            out.pop("frozen_layers", None)
+        return out
 
     @property
     def variant(self) -> str:
@@ -102,7 +116,11 @@ class EfficientNetLiteBase(Layer):
         return (BP.NUM_CLASSES,) if self.include_top else (-(-h // BP.STRIDE), -(-w // BP.STRIDE), BP.FEATURES)
 
     def params(self, shape: Shape) -> tuple[int, int]:
-        return BP.backbone_params(self.variant, self.include_top, self.trainable)
+        trainable, frozen = BP.backbone_params(self.variant, self.include_top, self.trainable)
+        if self.trainable and self.frozen_layers:  # a frozen layer's weights count as non-trainable, as Keras's
+            moved = sum(BP.layer_params(self.variant, self.include_top)[i] for i in self.frozen_layers)
+            trainable, frozen = trainable - moved, frozen + moved
+        return trainable, frozen
 
 
 @dataclass(frozen=True)

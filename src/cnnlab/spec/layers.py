@@ -39,6 +39,7 @@ from cnnlab.spec.image_layers import (  # noqa: F401 - part of this module's int
     RandomZoom,
     Rescaling,
 )
+from cnnlab.spec.units import BY_TYPE, UNITS
 
 
 @dataclass(frozen=True)
@@ -122,22 +123,6 @@ class AveragePooling2D(_Pooling2D):
 
 
 @dataclass(frozen=True)
-class GlobalAveragePooling2D(Layer):
-    keras_name: ClassVar[str] = "global_average_pooling2d"
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return (self._need_image(shape)[2],)
-
-
-@dataclass(frozen=True)
-class Flatten(Layer):
-    keras_name: ClassVar[str] = "flatten"
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return (math.prod(shape),)
-
-
-@dataclass(frozen=True)
 class Dense(Layer):
     """Fully connected. On an image input it acts on the channel axis, as Keras's Dense does."""
     units: int
@@ -155,17 +140,6 @@ class Dense(Layer):
 
     def params(self, shape: Shape) -> tuple[int, int]:
         return (shape[-1] + self.use_bias) * self.units, 0
-
-
-@dataclass(frozen=True)
-class Dropout(Layer):
-    rate: float
-    keras_name: ClassVar[str] = "dropout"
-
-    def __post_init__(self) -> None:
-        if not _is_number(self.rate) or not 0 <= self.rate < 1:
-            raise SpecError(f"Dropout rate must be a number in [0, 1), got {self.rate!r}")
-        object.__setattr__(self, "rate", float(self.rate))
 
 
 @dataclass(frozen=True)
@@ -194,10 +168,17 @@ class Activation(Layer):
         object.__setattr__(self, "activation", _activation(self.activation, "Activation") or "linear")
 
 
+# the specs of the layer units (cnnlab.spec.units), by their usual names here
+GlobalAveragePooling2D = BY_TYPE["GlobalAveragePooling2D"].spec
+Flatten = BY_TYPE["Flatten"].spec
+Dropout = BY_TYPE["Dropout"].spec
+Conv2DTranspose = BY_TYPE["Conv2DTranspose"].spec
+UpSampling2D = BY_TYPE["UpSampling2D"].spec
+
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
     for cls in (Conv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense,
-                Dropout, BatchNormalization, Activation, *IMAGE_LAYER_TYPES)
+                Dropout, BatchNormalization, Activation, *IMAGE_LAYER_TYPES, *(unit.spec for unit in UNITS))
 }
 
 

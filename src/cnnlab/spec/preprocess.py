@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.spec import layers as L
+from cnnlab.spec.nested import passes_pixels
 
 _PADDING = {"reflect": "reflection", "constant": "zeros", "nearest": "border"}
 
@@ -69,6 +70,9 @@ class Affine(nn.Module):
         return out.to(x.dtype).contiguous(memory_format=torch.channels_last)
 
 
+RANDOM_MODULES = (Flip, Affine)  # the modules that draw random numbers in training mode
+
+
 def rescaling(spec: L.Rescaling, at_pixels: bool) -> nn.Module:
     """cnnlab feeds the module pixels / 255, so a Rescaling that sees the raw image (only preprocessing
     layers before it) multiplies by 255 first: Rescaling(1/255) then gives Keras's [0, 1], and
@@ -78,8 +82,7 @@ def rescaling(spec: L.Rescaling, at_pixels: bool) -> nn.Module:
 
 def at_pixels(spec: L.ModelSpec, index: int) -> bool:
     """True when layer `index` sees the input image's values: only preprocessing layers come before it."""
-    return all(isinstance(layer, L.PREPROCESSING_TYPES) and not isinstance(layer, L.Rescaling)
-               for layer in spec.layers[:index])
+    return all(passes_pixels(layer) for layer in spec.layers[:index])
 
 
 BUILDERS = {

@@ -24,8 +24,13 @@ SAMPLE_BATCH = 256  # images a forward pass; a batch's variance is computed with
 
 
 def _unsettled_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    """The BatchNorm layers training updates (a frozen backbone or layer stays in inference mode under
+    module.train(), so its pretrained statistics are kept) that have seen too few steps."""
+    was_training = module.training
+    module.train()
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
              and m.track_running_stats and m.num_batches_tracked is not None and not getattr(m, "frozen", False)]
+    module.train(was_training)
     return [m for m in norms if m.momentum is not None and float(m.num_batches_tracked) * m.momentum < SETTLED_STEPS]
 
 
