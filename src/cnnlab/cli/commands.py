@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.cli.serve import add_serve_arguments
     add_serve_arguments(add("serve", cmd_serve, "the local web app: draw a digit or upload a photo, see every layer's "
                             "response, train and watch live (needs the web extra)"))
+    from cnnlab.cli import similar as similar_cli
+    similar_cli.add_similar_arguments(add("similar", similar_cli.cmd_similar, "the images of a folder most like one "
+                                          "image, by a pretrained backbone's embeddings"))
     export_cli.add_export_arguments(add("export", export_cli.cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
     parser.set_defaults(commands=commands)
     return parser
