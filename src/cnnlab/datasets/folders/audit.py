@@ -18,9 +18,11 @@ ranked by how little probability the given label keeps. The class that passed is
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ NEIGHBOURS = 5  # candidates per photo: its nearest neighbours above CANDIDATE
 PIXEL_MATCH = 0.9  # thumbnail correlation from which a candidate is a near-duplicate
 THUMB = 24  # thumbnail side: fine enough to tell two scenes apart, coarse enough to ignore JPEG noise and resizing
 CROPS = (1.0, 0.92, 0.84)  # centre crops tried for the "slightly cropped" copies
+THUMB_CACHE = 50_000  # thumbnails kept while pairs are verified: 3 x 24 x 24 float32 each, ~350 MB at most
 FOLDS = 5  # out-of-fold probabilities: each head is fitted on 80% of the images
 MIN_PER_CLASS = 2 * FOLDS  # fewer labelled images than this in a class: too few for a cross-validated head
 MIN_CONFIDENCE = 0.5  # a suggestion must be the likelier class than all others together, not just pass its threshold
@@ -63,40 +66,45 @@ def similar_pairs(vectors: torch.Tensor, mirrored: torch.Tensor | None = None, t
     return pairs
 
 
-def thumbnail(path: os.PathLike, crop: float = 1.0, mirror: bool = False) -> np.ndarray | None:
-    """THUMB x THUMB grayscale of the centre `crop` of an image, zero mean and unit norm; None if unreadable."""
-    from PIL import Image, ImageOps
+def thumbnails(path: os.PathLike) -> tuple[np.ndarray, ...] | None:
+    """THUMB x THUMB grayscale thumbnails of the centre CROPS of an image, each zero mean and unit norm (one
+    decode for all); None if unreadable. The mirror image's thumbnail is the array flipped left-right.
+    Remembered per file key (path, size, times, inode), so a changed file is read again."""
+    from cnnlab.backbones.embedding_cache import file_key
+    return _thumbnails(str(path), file_key(Path(path)))
+
+
+@functools.lru_cache(maxsize=THUMB_CACHE)
+def _thumbnails(path: str, key: str | None) -> tuple[np.ndarray, ...] | None:
+    from PIL import Image
 
     from cnnlab.datasets.image_files import ImageError, open_image
     try:
         img = open_image(path, at_least=4 * THUMB).convert("L")
     except (ImageError, OSError):
         return None
-    if crop < 1.0:
+    out = []
+    for crop in CROPS:
         w, h = img.size
         dx, dy = round(w * (1 - crop) / 2), round(h * (1 - crop) / 2)
-        img = img.crop((dx, dy, w - dx, h - dy))
-    img = ImageOps.mirror(img) if mirror else img
-    a = np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float64).ravel()
-    a = a - a.mean()
-    norm = np.linalg.norm(a)
-    return a / norm if norm > 0 else a
+        part = img.crop((dx, dy, w - dx, h - dy)) if crop < 1.0 else img
+        a = np.asarray(part.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
+        a = a - a.mean()
+        norm = np.linalg.norm(a)
+        out.append(a / norm if norm > 0 else a)
+    return tuple(out)
 
 
 def pixel_match(a: os.PathLike, b: os.PathLike) -> float:
     """The best thumbnail correlation of two images, b also mirrored and either one centre-cropped (CROPS)."""
-    full_a = thumbnail(a)
-    if full_a is None:
+    ta, tb = thumbnails(a), thumbnails(b)
+    if ta is None or tb is None:
         return 0.0
     best = 0.0
     for mirror in (False, True):
-        full_b = thumbnail(b, mirror=mirror)
-        if full_b is None:
-            return 0.0
-        for crop in CROPS:
-            options = [(full_a, full_b)] if crop == 1.0 else [(full_a, thumbnail(b, crop, mirror)),
-                                                              (thumbnail(a, crop), full_b)]
-            best = max([best] + [float(x @ y) for x, y in options if x is not None and y is not None])
+        flip = (lambda t: t[:, ::-1]) if mirror else (lambda t: t)
+        pairs = [(ta[0], tb[0])] + [(ta[0], t) for t in tb[1:]] + [(t, tb[0]) for t in ta[1:]]
+        best = max([best] + [float((x * flip(y)).sum()) for x, y in pairs])
     return best
 
 
