@@ -80,10 +80,13 @@ def score(report: dict, planted: dict, root: Path) -> None:
         if g not in true_groups:
             print("  unplanted group:", ", ".join(sorted(str(Path(p).relative_to(root)) for p in g)))
     flips = {d["path"]: d["true"] for d in planted["flipped_labels"]}
+    # a copy planted in another class is a label error too: its true class is its original's
+    flips.update({d["copy"]: Path(d["original"]).parent.name for d in planted["near_duplicates"]
+                  if d["place"] == "other_class"})
     suspects = {str(root / s["path"]): s for s in report["suspect_labels"]}
     hit = [p for p in flips if p in suspects]
     right = sum(suspects[p]["suggested"] == flips[p] for p in hit)
-    print(f"flipped labels: found {len(hit)} of {len(flips)} (recall {len(hit) / max(len(flips), 1):.0%}), "
+    print(f"label errors (flipped, or a copy filed in another class): found {len(hit)} of {len(flips)} (recall {len(hit) / max(len(flips), 1):.0%}), "
           f"the true class suggested for {right}; {len(hit)} of {len(suspects)} reports were planted "
           f"(precision {len(hit) / max(len(suspects), 1):.0%})")
     for p, s in suspects.items():

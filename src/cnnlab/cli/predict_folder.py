@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     mine = files[rank::world]
     result = pf.predict_to_file(model, mine, target, args.top_k, args.batch_size, sort_into, args.copy,
                                 progress=not args.quiet)
+    speed = f"{result.written / max(result.seconds, 1e-9):.1f} images/s" if result.written else "nothing left to predict"
     print(f"{result.written:,} rows written to {target.path} ({result.errors:,} unreadable), {result.resumed:,} "
-          f"already there; {result.written / max(result.seconds, 1e-9):.1f} images/s"
-          + (f"; copies in {sort_into}" if sort_into else ""))
+          f"already there; {speed}" + (f"; copies in {sort_into}" if sort_into else ""))
     if world > 1:
         _barrier()
         if rank == 0:
