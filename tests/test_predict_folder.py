@@ -150,3 +150,18 @@ def test_torchrun_parts_merge_into_one_file_without_duplicates(tmp_path):
     paths = [r["path"] for r in csv.DictReader(out.path.open(newline=""))]
     assert sorted(paths) == sorted(r["path"] for r in rows) and len(paths) == 7
     assert not list(tmp_path.glob("*.part*"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_merged_file(tiny_run, mnist, tmp_path):
+    folder = _digits(tmp_path / "digits", mnist, 24)
+    out = tmp_path / "rows.jsonl"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "cnnlab.cli.commands", "predict", str(tiny_run),
+                    str(folder), "--jsonl", str(out), "--quiet"], check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 24 and len({r["path"] for r in rows}) == 24
+    assert not list(tmp_path.glob("rows.jsonl.part*"))
