@@ -7,7 +7,6 @@ A file that cannot be used is reported with its reason, never the end of the str
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -47,7 +46,7 @@ def decoded_batches(files: Sequence[Path], input_shape: tuple[int, ...], preproc
     indices: list[int] = []
     images: list[np.ndarray] = []
     errors: list[tuple[int, str]] = []
-    for start, part in iter_in_threads(load, list(files), workers or _workers()):
+    for start, part in iter_in_threads(load, list(files), workers):
         for offset, result in enumerate(part):
             if isinstance(result, str):
                 errors.append((start + offset, result))
@@ -60,7 +59,3 @@ def decoded_batches(files: Sequence[Path], input_shape: tuple[int, ...], preproc
     if images or errors:
         yield Batch(indices, np.stack(images) if images else np.zeros((0, *input_shape), np.uint8), errors)
 
-
-def _workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores))
