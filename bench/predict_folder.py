@@ -7,7 +7,8 @@ through the real CLI path (`cnnlab.cli.main(["predict", RUN, FOLDER, "--jsonl", 
 the model exported as cnnlab exports it (uint8 NHWC in, scaling inside), fed by the same threaded decoder
 (`decoded_batches`, the model's own `to_model_input`), so only the network differs. Rounds alternate
 (ort, cnnlab, cnnlab, ort, ...) so a noisy shared machine hits both alike. Prints images/s, their ratio, the
-peak RSS of each, and the top-1 agreement of the two on every image.
+peak RSS of each, and the top-1 agreement of the two on every image. Both times run from the start of the
+work: listing the folder, loading the model (and for cnnlab building its engine), decoding, predicting.
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def export_onnx(run: str, out: Path) -> Path:
 
 def worker_cnnlab(run: str, folder: str, out: Path, batch_size: int, limit: int | None) -> None:
     from cnnlab.cli.commands import main
+    started = time.perf_counter()
     paths = _files(folder, limit)
     listing = out.with_suffix(".list")
-    started = time.perf_counter()
     code = main(["predict", run, *map(str, paths), "--jsonl", str(out), "--batch-size", str(batch_size), "--quiet"])
     seconds = time.perf_counter() - started
     listing.write_text(json.dumps({"code": code, "seconds": seconds, "n": len(paths)}))
@@ -49,11 +50,11 @@ def worker_ort(run: str, folder: str, out: Path, batch_size: int, limit: int | N
 
     from cnnlab.backbones.zoo import load_run
     from cnnlab.datasets.decode_stream import decoded_batches
+    started = time.perf_counter()  # from the start, as cnnlab's time includes loading its model
     model = load_run(run)
     shape, preprocessing, names = tuple(model.spec.input_shape), model.preprocessing, model.class_names
     del model  # ort needs only the file; do not count the torch module in its memory
     paths = _files(folder, limit)
-    started = time.perf_counter()
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     with open(out, "w") as f:
         for batch in decoded_batches(paths, shape, preprocessing, batch_size):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab import cli
@@ -165,3 +166,18 @@ def test_torchrun_two_processes_write_one_merged_file(tiny_run, mnist, tmp_path)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 24 and len({r["path"] for r in rows}) == 24
     assert not list(tmp_path.glob("rows.jsonl.part*"))
+
+
+def test_both_engines_agree_with_the_saved_module(photo_tree):
+    from cnnlab.runs.fast_predict import Classifier, pick_engine
+    model = load_run("imagenet")
+    files = [f for f in image_paths([photo_tree])[0] if f.suffix == ".jpg"]
+    images = np.stack([load_image_for(f, model.spec.input_shape, model.preprocessing) for f in files])
+    reference = class_probabilities(model.module, images)
+    for engine in ("torch", "onnxruntime"):
+        probs = Classifier(model, engine=engine)(images)
+        assert (probs.argmax(1) == reference.argmax(1)).all(), engine
+        assert np.abs(probs - reference).max() < (1e-4 if engine == "onnxruntime" else 0.1), engine
+    assert pick_engine("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="engine must be"):
+        pick_engine("tensorrt", torch.device("cpu"))

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_run(args.run)
     rank, world = pf.rank_and_world()
     if not (args.csv or args.jsonl):
-        for row in pf.prediction_rows(model, files, args.top_k, args.batch_size, progress=not args.quiet):
+        for row in pf.prediction_rows(model, files, args.top_k, args.batch_size, progress=not args.quiet,
+                                      engine=args.engine):
             print(f"{row['path']}: " + (f"error: {row['error']}" if row["error"] else
                                         ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"])))
         return 0
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     target = pf.part_file(out, rank, world) if world > 1 else out
     mine = files[rank::world]
     result = pf.predict_to_file(model, mine, target, args.top_k, args.batch_size, sort_into, args.copy,
-                                progress=not args.quiet)
+                                progress=not args.quiet, engine=args.engine)
     speed = f"{result.written / max(result.seconds, 1e-9):.1f} images/s" if result.written else "nothing left to predict"
     print(f"{result.written:,} rows written to {target.path} ({result.errors:,} unreadable), {result.resumed:,} "
           f"already there; {speed}" + (f"; copies in {sort_into}" if sort_into else ""))
@@ -72,3 +73,6 @@ def add_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy", action="store_true", help="with --sort-into: copy instead of hard-linking")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--engine", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="for photo models: torch (the fast backbone copy, bf16 where native) or onnxruntime (the "
+                        "model's ONNX export, cached); auto: onnxruntime on a CPU without AMX when installed")

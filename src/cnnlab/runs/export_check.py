@@ -3,8 +3,8 @@ cnnlab's predictions of the same decoded pixels, so an export that disagrees is 
 
 Both sides get the same uint8 (N, H, W, C) batches from the one decoder and the model's own input rule
 (`decoded_batches` -> `to_model_input`); the exported graph scales them itself, as it will in deployment.
-cnnlab's side is what `cnnlab predict` runs (`runs.fast_predict.Classifier`: the fast backbone copy, bf16
-where native), so the probability difference includes that rounding.
+cnnlab's side is torch (`runs.fast_predict.Classifier` with engine="torch": the fast backbone copy, bf16 where
+native), never the export itself, so the probability difference includes that rounding.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def check_export(model: Any, exported: str | os.PathLike, folder: str | os.PathL
     files, _ = image_paths([folder])
     if not files:
         raise ValueError(f"no image files in {folder}")
-    run_export, classifier = exported_runner(Path(exported)), Classifier(model)
+    run_export, classifier = exported_runner(Path(exported)), Classifier(model, engine="torch")  # not the export itself
     agree = images = unreadable = 0
     worst, worst_path = 0.0, None
     bar = CountProgress(len(files), "check", enabled=progress)

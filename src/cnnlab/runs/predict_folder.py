@@ -35,9 +35,9 @@ class FolderPrediction:
 
 def prediction_rows(model: Any, files: Sequence[Path], k: int = 3, batch_size: int = BATCH_SIZE,
                     classifier: Classifier | None = None, progress: bool = True, stream: Any = None,
-                    already: int = 0, total: int | None = None):
+                    already: int = 0, total: int | None = None, engine: str = "auto"):
     """Yield one row per file, in order: {"path", "class", "probability", "top", "error"}."""
-    classifier = classifier or Classifier(model)
+    classifier = classifier or Classifier(model, engine=engine)
     bar = CountProgress(total or len(files) + already, "predict", start=already, enabled=progress, stream=stream)
     done = already
     try:
@@ -60,7 +60,8 @@ def prediction_rows(model: Any, files: Sequence[Path], k: int = 3, batch_size: i
 
 def predict_to_file(model: Any, files: Sequence[Path], out: ResultFile, k: int = 3, batch_size: int = BATCH_SIZE,
                     sort_into: Path | None = None, copy: bool = False, progress: bool = True,
-                    stream: Any = None, clock: Callable[[], float] | None = None) -> FolderPrediction:
+                    stream: Any = None, clock: Callable[[], float] | None = None, engine: str = "auto"
+                    ) -> FolderPrediction:
     """Append a row to `out` for each file it does not hold yet (paths made absolute)."""
     clock = clock or time.perf_counter
     started = clock()
@@ -72,7 +73,7 @@ def predict_to_file(model: Any, files: Sequence[Path], out: ResultFile, k: int =
     out.open()
     try:
         for row in prediction_rows(model, todo, k, batch_size, progress=progress, stream=stream,
-                                   already=resumed, total=len(absolute)):
+                                   already=resumed, total=len(absolute), engine=engine):
             if sort_into is not None and row["class"] is not None:
                 row["sorted_to"] = str(place_copy(Path(row["path"]), sort_into / class_folder_name(row["class"]), copy))
             out.append(row)
