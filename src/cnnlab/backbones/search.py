@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.backbones import embeddings
 from cnnlab.backbones.embeddings import Embedder, backbone_embedder, embed_files, run_embedder
 
 
@@ -54,7 +55,9 @@ def similar_images(run: str | os.PathLike, image: str | os.PathLike, folder: str
     files, _ = image_paths([folder])
     me = os.path.abspath(image)
     files = [f for f in files if os.path.abspath(f) != me]
-    found = embed_files(files, embedder, progress=progress, stream=stream)
+    # After a `data check` the rows with mirror images are cached: read those rather than embed again.
+    audited = embeddings.cache_folder(embedder, flip=True).is_dir()
+    found = embed_files(files, embedder, flip=audited, progress=progress, stream=stream)
     ok = found.ok
     rows = [i for i in range(len(files)) if ok[i]]
     hits = nearest(query.vectors[0], found.vectors[ok], k)
