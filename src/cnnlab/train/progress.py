@@ -12,12 +12,11 @@ import sys
 import time
 from typing import Any, Callable
 
+from cnnlab.progress import LINE_FRACTION, LINE_SECONDS
 from cnnlab.train.fit import EpochCallback, StepCallback
 
 Callbacks = tuple[StepCallback | None, EpochCallback | None, Callable[[], None]]
 
-LINE_FRACTION = 0.1  # a log line every 10% of an epoch...
-LINE_SECONDS = 10.0  # ...or every 10 s, whichever comes first
 REPORTS_PER_EPOCH = 20  # so that every 10% of an epoch has a step report to print
 
 

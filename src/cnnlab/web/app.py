@@ -24,7 +24,7 @@ from cnnlab.spec.summary import summary_dict
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import OPTIMIZERS
 from cnnlab.train.plan import TrainChoices, TrainPlan, plan_training
-from cnnlab.web import predict_route
+from cnnlab.web import data_routes, predict_route
 from cnnlab.web.batch import Batcher, Overloaded
 from cnnlab.web.decode_budget import DecodeBudget
 from cnnlab.web.guards import BodyLimit, BodyRead, HostCheck, OriginCheck, SecurityHeaders, allowed_hosts
@@ -78,7 +78,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/model"): (404,), ("POST", "/api/model"): (404, 422),
     ("GET", "/api/model/examples"): (404, 422, 501), ("POST", "/api/spec"): (404, 422, 501),
     ("POST", "/api/train"): (404, 409, 422, 501), ("POST", "/api/train/plan"): (404, 422, 501),
-    ("POST", "/api/train/stop"): (409,)}
+    ("POST", "/api/train/stop"): (409,), **data_routes.ROUTE_ERRORS}
 GUARD_ERRORS = {"GET": (400,), "POST": (400, 403, 408, 411, 413)}  # Host; Origin, body time, length, size
 STATUS_TEXT = {400: "bad request (Host header, malformed or too deeply nested body)", 403: "request from another site's page",
                404: "no such run, dataset or image; or no model served", 408: "the body took over 10 s to arrive",
@@ -177,6 +177,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
     # --- try the model ---------------------------------------------------------------------
     app.add_route(predict_route.PATH, predict_route.endpoint(state), methods=["POST"], include_in_schema=False)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.include_router(data_routes.router(state.data.folders, _responses))  # the Data tab
 
     @app.get("/api/explain/maps", responses=_responses("GET", "/api/explain/maps"), summary="response maps of every conv/pool layer for an image predicted before")
     def maps(image: str = Query(..., max_length=64, description="image_id from POST /api/predict")) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 // The cnnlab page: tabs, and the start. The views are the modules try.js, model.js and train.js.
 import { api, refreshServed } from "./common.js";
+import { loadData } from "./data.js";
 import { loadModel } from "./model.js";
 import { drawLive, follow, loadOptions, loadRuns } from "./train.js";
 import { applyMode, redraw } from "./try.js";
 
 // --- tabs ----------------------------------------------------------------------------------------------
-const loaders = { model: () => loadModel(), runs: () => loadRuns(), train: () => loadOptions() };
+const loaders = { model: () => loadModel(), runs: () => loadRuns(), train: () => loadOptions(), data: () => loadData() };
 
 function showView(name) {
   document.querySelectorAll("nav button").forEach((b) => b.setAttribute("aria-selected", b.dataset.view === name));
