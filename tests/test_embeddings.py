@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.backbones import embedding_cache, embeddings
+from cnnlab.backbones import embedding_cache
 from cnnlab.backbones.efficientnet_lite import EfficientNetLite
 from cnnlab.backbones.preprocess import preprocess_image
 from cnnlab.backbones.weights import load_pretrained, load_state_strict
 from cnnlab.datasets.image_files import open_image
+from cnnlab.runs import embeddings
 
 skimage_data = pytest.importorskip("skimage.data")
 
