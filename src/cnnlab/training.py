@@ -85,7 +85,13 @@ class Trainer:
                      callbacks: list[Callback] | None, validation_split: float, validation_data: Any, shuffle: bool,
                      seed: int | None, device: str) -> History:
         from cnnlab.train.optim import make_optimizer
-        config = TrainConfig(epochs=epochs, seed=seed, device=device, **{**self._train_options, "schedule": "constant"})
+        options = self._train_options
+        if options.get("schedule") not in (None, "constant") or options.get("label_smoothing"):
+            raise ValueError("this model trains in Keras's general loop (several inputs or outputs, or losses and "
+                             "metrics beyond cross-entropy and accuracy), which uses a constant learning rate and no "
+                             f"label smoothing; compile it with recipe='keras' (the default), got schedule "
+                             f"{options.get('schedule')!r}, label_smoothing {options.get('label_smoothing')!r}")
+        config = TrainConfig(epochs=epochs, seed=seed, device=device, **{**options, "schedule": "constant"})
         target = resolve_device(device)
         place(self.module, target)
         plan = self._plan = self._general_plan()
