@@ -5,6 +5,7 @@ and a bad file reported beside the others. Real photos from scikit-image."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +95,18 @@ def test_cache_reuses_rows_recomputes_a_changed_file_and_resumes(embedder, photo
     assert sum(calls) == 1
     assert torch.allclose(changed.vectors[0], first.vectors[1], atol=1e-5)  # now the coffee photo
     assert torch.equal(changed.vectors[1:], first.vectors[1:])
+
+
+def test_a_file_rewritten_within_its_clock_tick_gets_a_new_key(tmp_path, monkeypatch):
+    """Two writes in one timestamp tick leave size, mtime and ctime alike: a recent file is keyed by content."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"first version")
+    frozen = os.stat(path)
+    real_stat = os.stat
+    monkeypatch.setattr(embedding_cache.os, "stat",
+                        lambda p, **kw: frozen if Path(p) == path else real_stat(p, **kw))
+    before = embedding_cache.file_key(path)
+    path.write_bytes(b"other version")  # same size; the patched stat reports the same stamps
+    assert before != embedding_cache.file_key(path) and "sha256:" in before
+    monkeypatch.setattr(embedding_cache, "RACY_NS", 0)  # long after the change: the stamps alone
+    assert "sha256:" not in embedding_cache.file_key(path)
