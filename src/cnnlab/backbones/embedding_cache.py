@@ -23,7 +23,7 @@ import numpy as np
 
 from cnnlab.fsutil import atomic_write_bytes
 
-CHUNK_ROWS = 256  # rows per chunk file: at most this many embeddings are lost when a run is killed
+CHUNK_ROWS = 256  # rows a chunk file (the caller flushes whole batches at this): at most this many are lost when a run is killed
 
 
 def file_key(path: Path) -> str | None:
@@ -79,8 +79,6 @@ class EmbeddingCache:
             return
         self.pending_keys.append(key)
         self.pending_rows.append(np.asarray(row, dtype=np.float32))
-        if len(self.pending_keys) >= CHUNK_ROWS:
-            self.flush()
 
     def flush(self) -> None:
         """Write the rows added since the last flush as one new chunk (atomically); an unwritable cache
