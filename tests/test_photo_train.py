@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import photo_support
@@ -148,3 +150,45 @@ def test_reported_test_scores_are_what_cnnlab_evaluate_gets(photos, tmp_path, mo
     assert evaluated.accuracy == reported.accuracy and np.array_equal(evaluated.y_true, reported.y_true)
     np.testing.assert_allclose(evaluated.probs, reported.probs, atol=1e-4, rtol=0)
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == evaluated.accuracy
+
+
+# Photo training with the features in chunks of one batch of 4, each batch held back 0.3 s: a window to kill it in.
+KILLABLE = """
+import sys, time
+from cnnlab.backbones import embedding_cache
+from cnnlab.runs import embeddings, photo_stream, photos
+embedding_cache.CHUNK_ROWS = photo_stream.BATCH = 4
+call = embeddings.Embedder.__call__
+embeddings.Embedder.__call__ = lambda self, x, flip=False: time.sleep(0.3) or call(self, x, flip)
+options = photos.PhotoOptions(steps=("lite0",), flip=False)
+photos.train_photos(sys.argv[1], sys.argv[2], options=options, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_feature_extraction_resumes_to_the_same_model(photos, tmp_path):
+    from safetensors.torch import load_file
+
+    def start(cache, out):
+        env = {**os.environ, "CNNLAB_DATA": str(cache)}
+        return subprocess.Popen([sys.executable, "-c", KILLABLE, str(photos), str(out)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    chunks = tmp_path / "cache" / "embeddings"
+    killed = start(tmp_path / "cache", tmp_path / "killed")
+    deadline = time.monotonic() + 120
+    while not list(chunks.glob("*/*.npz")) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert 1 <= len(list(chunks.glob("*/*.npz"))) < 6 and not (tmp_path / "killed").exists()  # part-way
+    runs = {}
+    for name, cache in (("resumed", tmp_path / "cache"), ("fresh", tmp_path / "fresh-cache")):
+        out, err = start(cache, tmp_path / name).communicate(timeout=300)
+        assert (tmp_path / name / "model.safetensors").is_file(), err
+        runs[name] = (out, load_file(tmp_path / name / "model.safetensors"))
+    said = next(line for line in runs["resumed"][0].splitlines() if line.startswith("features:"))
+    computed, cached = (int(n) for n in re.search(r"(\d+) computed, (\d+) from the cache", said).groups())
+    assert computed + cached == 24 and 0 < computed < 24  # the resumed run read back what the killed one wrote
+    resumed, fresh = runs["resumed"][1], runs["fresh"][1]
+    assert resumed.keys() == fresh.keys() and all(torch.equal(resumed[k], fresh[k]) for k in fresh)
