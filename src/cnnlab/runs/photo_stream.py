@@ -43,7 +43,7 @@ class PhotoFeatures:
         return np.concatenate([parts["train"], parts.get("val", np.zeros(0, dtype=np.int64))])
 
     def line(self, flip: bool) -> str:
-        n = len(self.files.paths) - len(self.files.report.bad_files)
+        n = sum(len(rows) for rows in self.files.parts.values())  # the usable files
         what = f"{n:,} photos" + (" and their mirror images" if flip else "")
         dtype = str(next(self.embedder.net.parameters()).dtype).removeprefix("torch.")
         device = next(self.embedder.net.parameters()).device.type
@@ -57,6 +57,7 @@ def stream_features(path: str | os.PathLike, variant: str, color: str, seed: int
     """`variant`'s features of the folder's files, in the dtype `feature_dtype(device)` picks, on `device`; None
     when the photos are gray (`color` "grayscale", or "auto" and every usable one is gray): no ImageNet backbone."""
     started = time.perf_counter()
+    chosen, color_note = color_choice(color, False)  # a bad colour stops it before any work
     size, resize_to = crop_of(variant)
     layout = scan(path)
     paths = [p for _, _, p in layout.files()]
@@ -64,7 +65,6 @@ def stream_features(path: str | os.PathLike, variant: str, color: str, seed: int
         return None
     embedder = backbone_embedder(variant, feature_dtype(device), device)
     found = embed_files(paths, embedder, flip=flip, batch_size=BATCH, cache=cache, progress=progress)
-    chosen, color_note = color_choice(color, False)
     meta = {"image_size": [size, size], "size_note": crop_note(size, resize_to), "color": chosen,
             "color_note": color_note, "resize_to": resize_to}
     seconds = time.perf_counter() - started

@@ -64,8 +64,7 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     started = time.perf_counter()
     if image_size is not None:
         image_size = _check_size(image_size)
-    if color not in COLORS:
-        raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
+    color_choice(color, False)  # a bad colour stops it before any work
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction between 0 and 1, got {holdout!r}")
     if resize_to is not None:
@@ -238,6 +237,8 @@ def crop_note(size: int, resize_to: int) -> str:
 
 def color_choice(color: str, all_gray: bool) -> tuple[str, str]:
     """(colour mode, the sentence that says why) for `color` as asked, `all_gray`: every usable image is gray."""
+    if color not in COLORS:
+        raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
     if color != "auto":
         return color, f"colour: {color} (as asked)"
     if all_gray:
