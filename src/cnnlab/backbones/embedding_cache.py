@@ -16,6 +16,7 @@ import io
 import itertools
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -70,7 +71,7 @@ class EmbeddingCache:
                         continue
                     for i, j in rows:
                         out[i], found[i] = vectors[j], True
-            except (OSError, ValueError, KeyError):  # a damaged chunk only costs recomputing its rows
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged chunk: its rows again
                 continue
         return found
 

@@ -83,7 +83,7 @@ def with_mirrors(feats: PhotoFeatures, cache: bool, progress: bool) -> PhotoFeat
 
 
 def held_out_logits(feats: PhotoFeatures, dense: torch.nn.Linear, tuned: EfficientNetLite | None, cache: bool,
-                progress: bool) -> torch.Tensor:
+                    progress: bool) -> torch.Tensor:
     """(N_test, K) logits of the test photos as the saved model computes them: fp32 features through `dense`.
 
     The features already computed serve when they are fp32 and the backbone is the pretrained one; otherwise
