@@ -47,6 +47,7 @@ def augmented_convnet(keras, layers):
 def test_augmentation_pipeline_inside_a_functional_convnet_and_a_look_at_augmented_images():
     import cnnlab as keras
     from cnnlab import layers
+    keras.backend.clear_session()  # a fresh session, as the book's chapter starts: the metric is named "auc"
     images, _, labels = shapes(64)
     data_augmentation, model = augmented_convnet(keras, layers)
     model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy", keras.metrics.AUC()])

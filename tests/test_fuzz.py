@@ -241,6 +241,11 @@ def model_file(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+def signed(meta: dict) -> dict:
+    """The metadata with its digest recomputed: an edit made on purpose reaches the checks behind the digest's."""
+    return {**meta, "metadata_sha256": model_io.metadata_digest(meta)}
+
+
 def with_metadata(raw: bytes, edit) -> bytes:
     """The same tensors with the cnnlab metadata (a JSON string) rewritten by `edit`."""
     n = int.from_bytes(raw[:8], "little")
@@ -264,7 +269,7 @@ def test_model_file_loads_or_raises_model_file_error(tmp_path, model_file, data)
             meta = json.loads(text)
             meta[data.draw(st.sampled_from(["spec", "class_names", "preprocessing", "format_version", "name"]))] = \
                 data.draw(st.one_of(JSON_VALUES, model_dicts()))
-            return json.dumps(meta)
+            return json.dumps(signed(meta) if data.draw(st.booleans()) else meta)
         raw = with_metadata(model_file, edit)
     path = tmp_path / "m.safetensors"
     path.write_bytes(raw)
@@ -282,7 +287,7 @@ def test_model_file_whose_spec_claims_huge_layers_is_refused_before_building(tmp
         meta = json.loads(text)
         meta["spec"] = {"input_shape": [8, 8, 1], "layers": [{"type": "Conv2D", "filters": 50_000, "kernel_size": 3},
                                                              {"type": "Flatten"}, {"type": "Dense", "units": 3}]}
-        return json.dumps(meta)
+        return json.dumps(signed(meta))
     (tmp_path / "m.safetensors").write_bytes(with_metadata(model_file, huge))
     with memory_cap(64 << 20), pytest.raises(ModelFileError, match="parameters"):
         model_io.read_model(tmp_path / "m.safetensors")

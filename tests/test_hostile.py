@@ -256,7 +256,7 @@ def _image_corpus(root: Path) -> dict[str, tuple[str, str, str]]:
         "image_fifo": (str(root / "fifo.jpg"), "error", r"fifo\.jpg: not a regular file"),
         "image_dev_zero": ("/dev/zero", "error", r"not a regular file"),
         "image_text_file": (str(root / "README.md"), "error", r"README\.md: not an image: a text file"),
-        "image_folder": (str(root / "folder.png"), "error", r"is a folder"),
+        "image_folder": (str(root / "folder.png"), "error", r"no image files in .*folder\.png"),  # walked as a folder
         "image_bomb": (str(root / "bomb.png"), "error", r"decompression bomb"),
         "image_empty": (str(root / "empty.png"), "error", r"empty file"),
         "image_broken_link": (str(root / "linked.md"), "error", r"linked\.md: a broken link \(its target .*gone\.md"),

@@ -4,7 +4,7 @@
 `on_step` / `on_epoch` / `should_stop` / `lr_for_epoch` callables. Logs carry Keras's names (the metric
 name given to compile, "val_" + it, "learning_rate" where an lr callback sets it). EarlyStopping follows
 Keras's rule (stop after `patience` epochs without improvement, restore the best weights at the end),
-which counts one epoch less than `cnnlab train --patience` does.
+which counts one epoch less than `cnnlab train --early-stopping` does.
 """
 from __future__ import annotations
 

@@ -85,7 +85,13 @@ class Trainer:
                      callbacks: list[Callback] | None, validation_split: float, validation_data: Any, shuffle: bool,
                      seed: int | None, device: str) -> History:
         from cnnlab.train.optim import make_optimizer
-        config = TrainConfig(epochs=epochs, seed=seed, device=device, **{**self._train_options, "schedule": "constant"})
+        options = self._train_options
+        if options.get("schedule") not in (None, "constant") or options.get("label_smoothing"):
+            raise ValueError("this model trains in Keras's general loop (several inputs or outputs, or losses and "
+                             "metrics beyond cross-entropy and accuracy), which uses a constant learning rate and no "
+                             f"label smoothing; compile it with recipe='keras' (the default), got schedule "
+                             f"{options.get('schedule')!r}, label_smoothing {options.get('label_smoothing')!r}")
+        config = TrainConfig(epochs=epochs, seed=seed, device=device, **{**options, "schedule": "constant"})
         target = resolve_device(device)
         place(self.module, target)
         plan = self._plan = self._general_plan()
@@ -120,7 +126,6 @@ class Trainer:
         batch_size None uses the dataset's, else cnnlab's default (128); other TrainConfig fields can be
         passed as keywords.
         """
-        from cnnlab.train.progress import progress_callbacks
         if self._loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit()")
         if isinstance(x, ImageDataset) and not getattr(self, "_fast", True):  # the general loop takes arrays
@@ -148,7 +153,13 @@ class Trainer:
                              device=device, **options)
         if self.class_names is None:
             self.class_names = [str(i) for i in range(class_count(self.spec))]
-        hooks = CallbackList(callbacks, self, {"epochs": epochs, "verbose": verbose,
+        return self._fit_fast(x, y, config, validation_data, callbacks, verbose)
+
+    def _fit_fast(self, x: torch.Tensor | np.ndarray, y: Any, config: TrainConfig, validation_data: Any,
+                  callbacks: list[Callback] | None, verbose: int | str) -> History:
+        """cnnlab's fast loop (`cnnlab.train.fit`) with Keras's callbacks and progress around it."""
+        from cnnlab.train.progress import progress_callbacks
+        hooks = CallbackList(callbacks, self, {"epochs": config.epochs, "verbose": verbose,
                                                "steps": -(-len(x) // config.batch_size)}, self._keras_logs)
         progress_step, progress_epoch, close = progress_callbacks(verbose, config.epochs)
 
@@ -163,7 +174,7 @@ class Trainer:
             hooks.on_step(epoch, step, logs)
 
         # fit seeds torch's global generator (dropout); fork it so the caller's random state is left as it was
-        target = resolve_device(device)
+        target = resolve_device(config.device)
         devices = [target] if target.type == "cuda" else []
         self.stop_training, self.learning_rate = False, None
         hooks.call("on_train_begin", {})

@@ -11,7 +11,7 @@ from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from cnnlab.train.fine_tune import FineTuneOptions
-    from cnnlab.train.plan import TrainChoices
+    from cnnlab.train.plan import TrainChoices, TrainPlan
     from cnnlab.train.transfer import TransferRequest
 
 # Settings a resumed run may change: how it runs, not what it trains.
@@ -98,9 +98,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.runs import run_folder
     from cnnlab.runs.session import DataSource, session
-    from cnnlab.spec import zoo
     from cnnlab.train.distributed import launch, under_torchrun
     from cnnlab.train.plan import plan_training
 
@@ -118,29 +116,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in plan.reasons:
             say(line)
         if plan.transfer:
-            if (done := _train_transfer(args, choices, say)) is not None:
+            if (done := _train_transfer(args, plan, say)) is not None:
                 return done
             plan = plan_training(choices, gray=True)  # the photos turned out gray: from scratch
             for line in plan.reasons:
                 say(line)
         assert plan.data is not None and plan.spec is not None and plan.config is not None
         source = DataSource(args.data, args.data_dir, choices.folder_options(), args.subset)
-        name = args.data if not Path(args.data).is_dir() else Path(args.data).name
-        out = Path(args.out) if args.out else run_folder.default_run_dir(name, args.model if args.model in zoo.ZOO else "custom")
-        if out.exists():
-            raise FileExistsError(f"run folder {out} already exists; choose another --out")
-        return _train_and_report(args, run, plan.data, plan.spec, plan.config, out, args.model, source)
+        out = _new_run_folder(args, plan)
+        return _train_and_report(args, run, plan.data, plan.spec, plan.config, out, plan.model_name, source)
 
 
-def _train_transfer(args: argparse.Namespace, choices: TrainChoices, say: Any) -> int | None:
-    """Train a photo folder on the pretrained backbone, as the plan says; None: the photos were gray."""
+def _new_run_folder(args: argparse.Namespace, plan: TrainPlan) -> Path:
+    """--out, or runs/<model>-<data>-<time> as the web names it (`TrainPlan.run_name`); never an existing one."""
     from cnnlab.runs import run_folder
-    from cnnlab.runs.photos import train_photos
-
-    out = Path(args.out) if args.out else run_folder.default_run_dir(Path(args.data).name, "efficientnet")
+    out = Path(args.out) if args.out else run_folder.default_run_dir(*plan.run_name())
     if out.exists():
         raise FileExistsError(f"run folder {out} already exists; choose another --out")
-    result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=choices.fine_tune_options(),
+    return out
+
+
+def _train_transfer(args: argparse.Namespace, plan: TrainPlan, say: Any) -> int | None:
+    """Train a photo folder on the pretrained backbone, as the plan says; None: the photos were gray."""
+    from cnnlab.runs.photos import train_photos
+
+    out = _new_run_folder(args, plan)
+    result = train_photos(args.data, out, seed=args.seed, color=args.color, fine_tune_options=plan.choices.fine_tune_options(),
                           say=say, device=args.device or "auto")
     if result is None:
         return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from cnnlab.datasets.decode_stream import decoded_batches
 from cnnlab.datasets.image_walk import image_paths
@@ -60,7 +61,8 @@ def check_export(model: Any, exported: str | os.PathLike, folder: str | os.PathL
     files, _ = image_paths([folder])
     if not files:
         raise ValueError(f"no image files in {folder}")
-    run_export, classifier = exported_runner(Path(exported)), Classifier(model, engine="torch")  # not the export itself
+    # cnnlab's own fp32 numbers, as `cnnlab predict FILE` and `evaluate` give them (not bf16, not the export)
+    run_export, classifier = exported_runner(Path(exported)), Classifier(model, dtype=torch.float32, engine="torch")
     agree = images = unreadable = 0
     worst, worst_path = 0.0, None
     bar = CountProgress(len(files), "check", enabled=progress)

@@ -66,3 +66,14 @@ def _factor_range(value: Any, what: str) -> tuple[float, float]:
             or pair[0] > pair[1]):
         raise SpecError(f"{what} must be a number or a (lower, upper) pair, got {value!r}")
     return (float(pair[0]), float(pair[1]))
+
+
+def check_conv_fields(layer: Any, what: str) -> None:
+    """Normalise and check the fields every convolution shares (filters, kernel_size, strides, padding,
+    activation, use_bias) on a frozen layer dataclass; `what` names the layer type in errors."""
+    object.__setattr__(layer, "filters", _positive_int(layer.filters, f"{what} filters"))
+    object.__setattr__(layer, "kernel_size", _pair(layer.kernel_size, f"{what} kernel_size"))
+    object.__setattr__(layer, "strides", _pair(layer.strides, f"{what} strides"))
+    object.__setattr__(layer, "padding", _padding(layer.padding, what))
+    object.__setattr__(layer, "activation", _activation(layer.activation, what))
+    _check_bool(layer.use_bias, f"{what} use_bias")

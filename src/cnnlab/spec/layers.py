@@ -24,6 +24,7 @@ from cnnlab.spec.checks import (  # noqa: F401 - SpecError, ACTIVATIONS, PADDING
     _padding,
     _pair,
     _positive_int,
+    check_conv_fields,
 )
 from cnnlab.spec.conv_arithmetic import conv_output_size
 from cnnlab.spec.image_layers import (  # noqa: F401 - part of this module's interface
@@ -53,12 +54,7 @@ class Conv2D(Layer):
     keras_name: ClassVar[str] = "conv2d"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", _positive_int(self.filters, "Conv2D filters"))
-        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D kernel_size"))
-        object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
-        object.__setattr__(self, "padding", _padding(self.padding, "Conv2D"))
-        object.__setattr__(self, "activation", _activation(self.activation, "Conv2D"))
-        _check_bool(self.use_bias, "Conv2D use_bias")
+        check_conv_fields(self, "Conv2D")
 
     def output_shape(self, shape: Shape) -> Shape:
         h, w, _ = self._need_image(shape)

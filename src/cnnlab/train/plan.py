@@ -8,6 +8,7 @@ why. Front ends print the reasons and run the plan; none holds a rule of its own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from cnnlab.datasets.dataset import Dataset
@@ -21,7 +22,7 @@ from cnnlab.train.fine_tune import FineTuneOptions
 from cnnlab.train.transfer import TransferRequest, transfer_decision
 
 DEFAULT_MODEL = "seed"
-TRANSFER_MODEL = "efficientnet_lite0"
+TRANSFER_MODEL = "efficientnet"  # the variant (Lite0/1/2) is chosen by cross-validation while training
 # TrainConfig fields a user may choose; given (not None), they pick the from-scratch recipe
 CONFIG_CHOICES = ("epochs", "batch_size", "optimizer", "lr", "schedule", "label_smoothing", "validation_split",
                   "early_stopping_patience", "monitor", "device", "deterministic", "precision")
@@ -96,6 +97,11 @@ class TrainPlan:
     data: Dataset | None = None
     spec: ModelSpec | None = None
     config: TrainConfig | None = None
+
+    def run_name(self) -> tuple[str, str]:
+        """(data, model) a new run folder is named after (`runs/<model>-<data>-<time>`), alike from every front end."""
+        data = Path(self.choices.data)
+        return (data.name if data.is_dir() else self.choices.data), self.model_name
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as the web page shows it and pre-fills its form from."""

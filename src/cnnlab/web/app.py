@@ -232,7 +232,7 @@ def create_app(run: str | Path | None = None, runs_dir: str | Path = "runs", dat
         if state.trainer.job is not None and state.trainer.job.state == "running":
             raise Busy(f"busy: run {state.trainer.job.run.name} is training; stop it or wait until it finishes")
         plan = state.plan(req)
-        job = state.trainer.start(plan, state.runs.new_folder(req.data, plan.model_name))
+        job = state.trainer.start(plan, state.runs.new_folder(*plan.run_name()))
         return {"job": job.id, "run": job.run.name, "events": "/api/train/events"}
 
     @app.get("/api/train", responses=_responses("GET", "/api/train"), summary="the current (or last) training job and its events so far")

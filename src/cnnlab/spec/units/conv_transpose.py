@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.spec.base import Layer, Shape
-from cnnlab.spec.checks import _activation, _check_bool, _padding, _pair, _positive_int
+from cnnlab.spec.checks import check_conv_fields
 from cnnlab.spec.units_base import (
     _GLOROT,
     ACTIVATION_MODULES,
@@ -46,12 +46,7 @@ class Conv2DTranspose(Layer):
     keras_name: ClassVar[str] = "conv2d_transpose"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", _positive_int(self.filters, "Conv2DTranspose filters"))
-        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2DTranspose kernel_size"))
-        object.__setattr__(self, "strides", _pair(self.strides, "Conv2DTranspose strides"))
-        object.__setattr__(self, "padding", _padding(self.padding, "Conv2DTranspose"))
-        object.__setattr__(self, "activation", _activation(self.activation, "Conv2DTranspose"))
-        _check_bool(self.use_bias, "Conv2DTranspose use_bias")
+        check_conv_fields(self, "Conv2DTranspose")
 
     def output_shape(self, shape: Shape) -> Shape:
         h, w, _ = self._need_image(shape)
