@@ -46,8 +46,8 @@ class PhotoOptions:
     time or `min_seconds`, whichever is larger. flip: False leaves the "flip" steps out, True makes mirror images
     part of every candidate (no choice).
 
-    The default budget tries Lite2 alone: on 2 cores the saved model's fp32 test pass plus Lite2's fp32 features
-    already take ~0.75 of the practitioner's eager Lite0 time (clothing, measured 2026-12-04), and Lite0 would add
+    The default budget tries Lite2 alone: on 2 cores Lite2's fp32 features (the test photos' too) already take
+    ~0.6 of the practitioner's eager Lite0 time (clothing, measured 2026-12-04), and Lite0 would add
     ~0.25 more (x0.97 measured with it), while Lite2 won on every real collection measured (issue 22: +1-5 points).
     Raise `budget` (e.g. 3.0) to let cross-validation compare Lite0, mirror images and Lite1 too.
     """
