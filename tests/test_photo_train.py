@@ -192,3 +192,16 @@ def test_a_run_killed_during_feature_extraction_resumes_to_the_same_model(photos
     assert computed + cached == 24 and 0 < computed < 24  # the resumed run read back what the killed one wrote
     resumed, fresh = runs["resumed"][1], runs["fresh"][1]
     assert resumed.keys() == fresh.keys() and all(torch.equal(resumed[k], fresh[k]) for k in fresh)
+
+
+def test_mirror_images_are_a_candidate_on_the_same_files(photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "cache"))
+    said: list[str] = []
+    options = transfer.PhotoOptions(steps=("lite0", "flip"), min_seconds=1e9)  # no budget: both run
+    transfer.train_photos(photos, tmp_path / "run", options=options, say=said.append, progress=False)
+    features = [line for line in said if line.startswith("features:")]
+    assert len(features) == 2 and "of 24 photos: 24 computed" in features[0]
+    assert "of 24 photos and their mirror images: 24 computed" in features[1]
+    candidates = json.loads((tmp_path / "run" / "config.json").read_text())["transfer"]["candidates"]
+    assert [(c["backbone"], c["flip"]) for c in candidates] == [("lite0", False), ("lite0", True)]
+    assert sum("<- chosen" in line for line in said) == 1
