@@ -87,8 +87,9 @@ def test_fine_tuning_the_top_blocks_of_the_pretrained_base():
 
 
 def segmentation_net(keras, layers, softmax=True):
-    inputs = keras.Input(shape=(24, 24, 3))  # images already scaled to [0, 1] (see the test)
-    x = layers.Conv2D(16, 3, strides=2, activation="relu", padding="same")(inputs)
+    inputs = keras.Input(shape=(24, 24, 3))
+    x = layers.Rescaling(1.0 / 255)(inputs)  # the book's first layer: pixels 0-255 in
+    x = layers.Conv2D(16, 3, strides=2, activation="relu", padding="same")(x)
     x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
     x = layers.Conv2D(32, 3, strides=2, activation="relu", padding="same")(x)
     x = layers.Conv2DTranspose(32, 3, activation="relu", padding="same")(x)
@@ -124,10 +125,8 @@ def pixel_accuracy(keras, layers, train, test):
 @pytest.mark.slow
 def test_small_segmentation_net_reaches_the_pixel_accuracy_keras_reaches():
     keras = pytest.importorskip("keras")
-    # floats in [0, 1] on both sides, no Rescaling layer: until the layer objects' modules come from the one
-    # spec builder (issue 18), a Rescaling(1/255) at the input of a functional model divides cnnlab's [0, 1] twice
+    # the book's form on both sides: uint8 pixels in, the model's own Rescaling(1/255) first
     train, test = shapes(384, seed=1), shapes(96, seed=2)
-    train, test = (train[0].astype("float32") / 255, train[1]), (test[0].astype("float32") / 255, test[1])
     baseline = float((test[1] == 0).mean())  # everything background
     theirs = pixel_accuracy(keras, keras.layers, train, test)
     ours = pixel_accuracy(cnnlab, cnnlab.layers, train, test)

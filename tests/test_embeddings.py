@@ -5,6 +5,7 @@ and a bad file reported beside the others. Real photos from scikit-image."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,18 @@ def test_a_damaged_or_unwritable_cache_costs_only_recomputing(tmp_path):
     unwritable.add("a", rows[0])
     unwritable.flush()  # no error: the rows are computed again next time
     assert not unwritable.pending_keys and not unwritable.fill(["a"], np.zeros((1, 3), np.float32)).any()
+
+
+def test_a_file_rewritten_within_its_clock_tick_gets_a_new_key(tmp_path, monkeypatch):
+    """Two writes in one timestamp tick leave size, mtime and ctime alike: a recent file is keyed by content."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"first version")
+    frozen = os.stat(path)
+    real_stat = os.stat
+    monkeypatch.setattr(embedding_cache.os, "stat",
+                        lambda p, **kw: frozen if Path(p) == path else real_stat(p, **kw))
+    before = embedding_cache.file_key(path)
+    path.write_bytes(b"other version")  # same size; the patched stat reports the same stamps
+    assert before != embedding_cache.file_key(path) and "sha256:" in before
+    monkeypatch.setattr(embedding_cache, "RACY_NS", 0)  # long after the change: the stamps alone
+    assert "sha256:" not in embedding_cache.file_key(path)

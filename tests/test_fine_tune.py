@@ -17,7 +17,7 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.backbones import load_pretrained
 from cnnlab.cli.commands import build_parser
-from cnnlab.cli.train import fine_tune_options, transfer_request
+from cnnlab.cli.train import train_choices_of
 from cnnlab.models import load_model
 from cnnlab.runs import model_file
 from cnnlab.runs.photos import PhotoOptions, train_photos
@@ -103,15 +103,15 @@ def test_the_rule_refuses_a_forced_transfer_with_a_from_scratch_recipe(photos):
 
 def test_cli_flags_map_onto_the_rule_and_the_fine_tune_options(photos):
     def args(*flags):
-        return build_parser().parse_args(["train", "--data", str(photos), *flags])
-    assert transfer_request(args()) == TransferRequest(str(photos))
-    assert transfer_request(args("--model", "lenet", "--epochs", "3", "--early-stopping", "2", "--flip",
-                                 "--color", "grayscale")).chosen == (
+        return train_choices_of(build_parser().parse_args(["train", "--data", str(photos), *flags]))
+    assert args().transfer_request() == TransferRequest(str(photos))
+    assert args("--model", "lenet", "--epochs", "3", "--early-stopping", "2", "--flip",
+                "--color", "grayscale").transfer_request().chosen == (
         "--epochs", "--early-stopping", "--model", "--color grayscale", "--flip")
     tuned = args("--fine-tune", "--epochs", "3", "--lr", "3e-5", "--batch-size", "16", "--device", "cpu", "--seed", "2")
-    assert transfer_request(tuned) == TransferRequest(str(photos), fine_tune=True)  # those flags set the stage
-    assert fine_tune_options(tuned) == FineTuneOptions(epochs=3, lr=3e-5, batch_size=16)
-    assert fine_tune_options(args()) is None and fine_tune_options(args("--fine-tune")) == FineTuneOptions()
+    assert tuned.transfer_request() == TransferRequest(str(photos), fine_tune=True)  # those flags set the stage
+    assert tuned.fine_tune_options() == FineTuneOptions(epochs=3, lr=3e-5, batch_size=16)
+    assert args().fine_tune_options() is None and args("--fine-tune").fine_tune_options() == FineTuneOptions()
 
 
 def test_cli_says_why_it_refuses(photos, capsys):

@@ -19,6 +19,7 @@ from cnnlab.backbones.efficientnet_lite import EfficientNetLite
 from cnnlab.backbones.inference import optimize_for_inference
 from cnnlab.datasets.decode_stream import decoded_batches
 from cnnlab.datasets.folders.load import load_folder
+from cnnlab.fsutil import RACY_NS
 from cnnlab.runs import embeddings, photo_stream, run_folder
 from cnnlab.runs import photos as transfer
 from cnnlab.runs.open_model import open_model
@@ -174,6 +175,10 @@ def test_a_run_killed_during_feature_extraction_resumes_to_the_same_model(photos
         return subprocess.Popen([sys.executable, "-c", KILLABLE, str(photos), str(out)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    # photos changed in the last RACY_NS are keyed by content too (embedding_cache.file_key): let them age first,
+    # so the killed run's rows and the resumed run's lookups use the same keys
+    newest = max(os.stat(p).st_ctime_ns for p in photos.rglob("*.jpg"))
+    time.sleep(max(0.0, (newest + RACY_NS - time.time_ns()) / 1e9 + 0.1))
     chunks = tmp_path / "cache" / "embeddings"
     killed = start(tmp_path / "cache", tmp_path / "killed")
     deadline = time.monotonic() + 120

@@ -10,6 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+# A file changed this shortly before a cache keyed it on its stamps could be rewritten within the same clock
+# tick and keep them all: such files are checked by content (folder cache, embedding cache).
+RACY_NS = 3_000_000_000
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace `path` with `data` so a reader sees the old file or the new one, never half of one."""

@@ -1,6 +1,7 @@
 """A per-file cache of embeddings, written in chunks as they are computed, so a stopped run resumes.
 
-Each file is keyed by its absolute path, size, mtime_ns, ctime_ns and inode (see `file_key`). A stat key
+Each file is keyed by its absolute path, size, mtime_ns, ctime_ns, device and inode (see `file_key`; a file
+changed in the last seconds by its content too). A stat key
 costs no read of the file: a content digest would read every byte of a 100 GB repository on each run just to
 learn that nothing changed. The stat key still misses no real change: writing a file moves its mtime and its
 ctime, and ctime cannot be set back from user space (`touch -d`, `cp -p` and `rsync -t` restore mtime only);
@@ -12,6 +13,7 @@ changed stay behind as dead rows (they can never match again); delete the folder
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import os
@@ -22,19 +24,31 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnlab.fsutil import atomic_write_bytes
+from cnnlab.fsutil import RACY_NS, atomic_write_bytes
 
 CHUNK_ROWS = 256  # rows a chunk file (the caller flushes whole batches at this): at most this many are lost when a run is killed
 
 
 def file_key(path: Path) -> str | None:
-    """`path|size|mtime_ns|ctime_ns|inode` of a file as it is now (not following a final symlink), or None
-    when it cannot be stat'ed."""
+    """`path|size|mtime_ns|ctime_ns|device|inode` of a file as it is now (not following a final symlink), or
+    None when it cannot be stat'ed. A file changed less than RACY_NS ago could be rewritten again within the
+    clock tick of that change and keep every stamp, so its key also holds its content's SHA-256 (as the
+    folder cache checks such files, `cnnlab.datasets.folders.cache`); once older, its stamps alone decide."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
-    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}|{st.st_ino}"
+    if max(st.st_mtime_ns, st.st_ctime_ns) >= time.time_ns() - RACY_NS:
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        except OSError:
+            return None
+        key += f"|sha256:{digest.hexdigest()}"
+    return key
 
 
 class EmbeddingCache:

@@ -10,9 +10,7 @@ from cnnlab.train.data_policy import AUGMENT_CHOICES, CLASS_WEIGHT_MODES
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
-    from cnnlab.train.fine_tune import FineTuneOptions
     from cnnlab.train.plan import TrainChoices, TrainPlan
-    from cnnlab.train.transfer import TransferRequest
 
 # Settings a resumed run may change: how it runs, not what it trains.
 RESUME_MAY_SET = {"resume", "quiet", "nproc", "checkpoint_every", "device"}
@@ -162,18 +160,6 @@ def train_choices_of(args: argparse.Namespace) -> TrainChoices:
                         class_weight=args.class_weight, augment=args.augment, augment_options=augment,
                         image_size=args.image_size, color=args.color, stream=args.stream, subset=args.subset,
                         runs_as=runs_as)
-
-
-def transfer_request(args: argparse.Namespace) -> TransferRequest:
-    """The flags as the photos-or-scratch rule sees them: which ones choose a from-scratch model or recipe."""
-    from cnnlab.train.transfer import TransferRequest
-
-    return TransferRequest(args.data, args.transfer, args.fine_tune, train_choices_of(args).chosen())
-
-
-def fine_tune_options(args: argparse.Namespace) -> FineTuneOptions | None:
-    """FineTuneOptions from --epochs, --batch-size, --lr under --fine-tune; None without --fine-tune."""
-    return train_choices_of(args).fine_tune_options()
 
 
 def train_choices(args: argparse.Namespace) -> dict[str, Any]:

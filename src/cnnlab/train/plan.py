@@ -81,7 +81,12 @@ class TrainChoices:
         names += list(self.augment_options)
         return (*(CHOICE_NAMES.get(k, "--" + k.replace("_", "-")) for k in names), *self.runs_as)
 
+    def transfer_request(self) -> TransferRequest:
+        """These choices as the photos-or-scratch rule (`transfer_decision`) sees them."""
+        return TransferRequest(self.data, self.transfer, self.fine_tune, self.chosen())
+
     def fine_tune_options(self) -> FineTuneOptions | None:
+        """FineTuneOptions from the epochs, batch size and rate chosen under fine_tune; None without it."""
         if not self.fine_tune:
             return None
         return FineTuneOptions(**{k: getattr(self, k) for k in FINE_TUNE_CHOICES if getattr(self, k) is not None})
@@ -118,7 +123,7 @@ def plan_training(choices: TrainChoices, load: Callable[[TrainChoices], Dataset]
                   gray: bool = False) -> TrainPlan:
     """The plan for `choices`. `load` reads the data when training from scratch needs it (a server passes its
     cache); `gray`: the photo folder turned out all gray (`train_photos` gave None), so it trains from scratch."""
-    request = TransferRequest(choices.data, choices.transfer, choices.fine_tune, choices.chosen())
+    request = choices.transfer_request()
     decision = transfer_decision(request, gray=gray)
     reasons = [decision.reason] if decision.reason else []
     if decision.use:

@@ -98,6 +98,8 @@ class Trainer:
                                       say=lambda line: job.emit("log", line=line), device=plan.choices.device or "auto")
                 if result is None:  # the photos turned out gray: from scratch, as the CLI does
                     plan = plan_training(plan.choices, gray=True)
+                    assert plan.spec is not None and plan.config is not None
+                    check_memory(plan.spec, plan.config.batch_size, True, "training")  # as start() does
                     for line in plan.reasons:
                         job.emit("log", line=line)
             if not plan.transfer:

@@ -31,11 +31,10 @@ import numpy as np
 
 from cnnlab.datasets.download import cache_dir
 from cnnlab.datasets.folders.scan import Layout
-from cnnlab.fsutil import atomic_path, atomic_write_text
+from cnnlab.fsutil import RACY_NS, atomic_path, atomic_write_text
 
 CACHE_VERSION = 3  # 2: JPEGs decoded at a reduced scale where the model input allows; 3: ctime and inode in the key
 _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)  # np.load of a broken .npz
-RACY_NS = 3_000_000_000  # a file changed this shortly before its key was taken is checked by content (see fresh)
 _racy_at_key: dict[str, dict[str, str]] = {}  # entry name -> {racy file: SHA-256} when its key was taken
 _unwritable: set[str] = set()  # cache folders already reported as unwritable in this process (one note each)
 
