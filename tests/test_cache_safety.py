@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cnnlab.datasets.folders import cache as folder_cache
@@ -144,33 +143,6 @@ def test_full_cache_folder_costs_a_note_not_the_load(tmp_path, monkeypatch):
     assert not any("note:" in line for line in second.report.lines())  # said once
     assert not list((tmp_path / "cache" / "folders").glob("*.tmp")) and not list(
         (tmp_path / "cache" / "folders").glob(".*.tmp"))
-
-
-def test_photo_features_cache_unwritable_or_damaged_never_aborts(tmp_path, monkeypatch):
-    from cnnlab.train import photo_features
-
-    monkeypatch.setattr(photo_features, "optimize_for_inference", lambda net, dtype: net)
-    monkeypatch.setattr(photo_features, "pooled", lambda fast, x, flip=False: torch.ones((len(x), 3)))
-    images = np.zeros((4, 2, 2, 3), np.uint8)
-    said: list[str] = []
-    read_only = tmp_path / "ro" / "f-abc-1.features.npz"
-
-    def features(cache):
-        return photo_features.photo_features(images, torch.nn.Identity(), torch.device("cpu"), False, cache,
-                                             said.append, "test")
-
-    def refuse(*args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system")
-    with monkeypatch.context() as m:
-        m.setattr(folder_cache.np, "savez", refuse)
-        feats = features(read_only)
-    assert feats["plain"].shape == (4, 3) and any("cannot be written (Read-only file system)" in s for s in said)
-    cache = tmp_path / "c" / "f-abc-1.features.npz"
-    features(cache)
-    cache.write_bytes(cache.read_bytes()[:40])
-    said.clear()
-    feats = features(cache)
-    assert feats["plain"].shape == (4, 3) and any("is damaged" in s for s in said)
 
 
 def test_old_feature_caches_are_pruned(tmp_path):

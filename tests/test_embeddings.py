@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -95,6 +96,25 @@ def test_cache_reuses_rows_recomputes_a_changed_file_and_resumes(embedder, photo
     assert sum(calls) == 1
     assert torch.allclose(changed.vectors[0], first.vectors[1], atol=1e-5)  # now the coffee photo
     assert torch.equal(changed.vectors[1:], first.vectors[1:])
+
+
+def test_a_damaged_or_unwritable_cache_costs_only_recomputing(tmp_path):
+    """What the removed per-folder photo feature cache promised, for the per-file cache photo training now uses."""
+    rows = np.arange(6, dtype=np.float32).reshape(2, 3)
+    store = embedding_cache.EmbeddingCache(tmp_path / "cache", 3)
+    for key, row in zip(["a", "b"], rows):
+        store.add(key, row)
+    store.flush()
+    out = np.zeros((3, 3), np.float32)
+    assert store.fill(["b", "x", "a"], out).tolist() == [True, False, True] and (out[[0, 2]] == rows[::-1]).all()
+    (chunk,) = (tmp_path / "cache").glob("*.npz")
+    chunk.write_bytes(chunk.read_bytes()[:40])  # truncated
+    assert not store.fill(["a", "b"], np.zeros((2, 3), np.float32)).any()
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    unwritable = embedding_cache.EmbeddingCache(tmp_path / "file" / "cache", 3)
+    unwritable.add("a", rows[0])
+    unwritable.flush()  # no error: the rows are computed again next time
+    assert not unwritable.pending_keys and not unwritable.fill(["a"], np.zeros((1, 3), np.float32)).any()
 
 
 def test_a_file_rewritten_within_its_clock_tick_gets_a_new_key(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import io
 import itertools
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from cnnlab.fsutil import RACY_NS, atomic_write_bytes
 
-CHUNK_ROWS = 256  # rows per chunk file: at most this many embeddings are lost when a run is killed
+CHUNK_ROWS = 256  # rows a chunk file (the caller flushes whole batches at this): at most this many are lost when a run is killed
 
 
 def file_key(path: Path) -> str | None:
@@ -84,7 +85,7 @@ class EmbeddingCache:
                         continue
                     for i, j in rows:
                         out[i], found[i] = vectors[j], True
-            except (OSError, ValueError, KeyError):  # a damaged chunk only costs recomputing its rows
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged chunk: its rows again
                 continue
         return found
 
@@ -93,8 +94,6 @@ class EmbeddingCache:
             return
         self.pending_keys.append(key)
         self.pending_rows.append(np.asarray(row, dtype=np.float32))
-        if len(self.pending_keys) >= CHUNK_ROWS:
-            self.flush()
 
     def flush(self) -> None:
         """Write the rows added since the last flush as one new chunk (atomically); an unwritable cache

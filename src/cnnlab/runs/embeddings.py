@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cnnlab.backbones import embedding_cache
 from cnnlab.backbones.efficientnet_lite import EfficientNetLite
 from cnnlab.backbones.embedding_cache import EmbeddingCache, file_key
 from cnnlab.backbones.inference import extract_features, optimize_for_inference
@@ -45,7 +46,7 @@ class Embedder:
         if flip:
             mirrored = extract_features(self.net, x.flip(2).contiguous(), batch_size=len(x), pool=True)
             pooled = torch.cat([pooled, mirrored], 1)
-        return pooled
+        return pooled.cpu()
 
 
 def crop_preprocessing(size: int) -> dict[str, Any]:
@@ -53,9 +54,11 @@ def crop_preprocessing(size: int) -> dict[str, Any]:
     return {"scale": 255, "size": [size, size], "channels": 3, "color": "rgb", "resize_to": size + CROP_PADDING}
 
 
-def embedder_for(net: EfficientNetLite, weights_name: str, dtype: torch.dtype | None = None) -> Embedder:
-    """An Embedder from a (pretrained or fine-tuned) backbone network; `weights_name` names its weights."""
-    fast = optimize_for_inference(net, dtype)
+def embedder_for(net: EfficientNetLite, weights_name: str, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> Embedder:
+    """An Embedder from a (pretrained or fine-tuned) backbone network; `weights_name` names its weights. It runs
+    where `net` is, or on `device` (`net` is moved there); each batch of pixels follows it, its rows come back."""
+    fast = optimize_for_inference(net if device is None else net.to(device), dtype)
     if getattr(fast, "include_top", False):
         raise ValueError("an embedder needs the backbone without its classifier top (include_top=False)")
     compute = next(fast.parameters()).dtype
@@ -64,12 +67,13 @@ def embedder_for(net: EfficientNetLite, weights_name: str, dtype: torch.dtype | 
     return Embedder(name, fast, (size, size, 3), crop_preprocessing(size), fast.head.conv.out_channels)
 
 
-def backbone_embedder(variant: str = "lite0", dtype: torch.dtype | None = None) -> Embedder:
+def backbone_embedder(variant: str = "lite0", dtype: torch.dtype | None = None,
+                      device: torch.device | str | None = None) -> Embedder:
     """The ImageNet-pretrained EfficientNet-Lite `variant` (lite0: its weights ship with cnnlab)."""
     from cnnlab.backbones.weights import load_pretrained, load_state_strict
     net = EfficientNetLite(variant, include_top=False)
     load_state_strict(net, load_pretrained(variant))
-    return embedder_for(net.eval(), f"efficientnet_{variant}-imagenet", dtype)
+    return embedder_for(net.eval(), f"efficientnet_{variant}-imagenet", dtype, device)
 
 
 def run_embedder(model: Any) -> Embedder:
@@ -97,6 +101,7 @@ class Embeddings:
     vectors: torch.Tensor  # (N, D) float32
     errors: dict[int, str] = field(default_factory=dict)  # position -> reason
     mirrored: torch.Tensor | None = None  # (N, D): of each image flipped left-right, when asked for
+    computed: int = 0  # files decoded and embedded by this call (the others came from the cache or failed)
 
     @property
     def ok(self) -> np.ndarray:
@@ -129,6 +134,7 @@ def embed_files(files: Sequence[str | Path], embedder: Embedder | None = None, *
     found = store.fill(keys, rows) if store else np.zeros(len(paths), bool)
     todo = np.flatnonzero(~found)
     errors: dict[int, str] = {}
+    computed = 0
     bar = CountProgress(len(paths), "embed", start=int(found.sum()), enabled=progress, stream=stream)
     done = int(found.sum())
     try:
@@ -140,7 +146,10 @@ def embed_files(files: Sequence[str | Path], embedder: Embedder | None = None, *
                 rows[i] = out[j]
                 if store:
                     store.add(keys[i], out[j])
+            if store and len(store.pending_keys) >= embedding_cache.CHUNK_ROWS:
+                store.flush()  # whole batches a chunk: a resumed run groups the rest into the same batches
             errors.update({int(todo[local]): reason for local, reason in batch.errors})
+            computed += len(batch.indices)
             done += len(batch.indices) + len(batch.errors)
             bar.update(done)
     finally:
@@ -149,5 +158,6 @@ def embed_files(files: Sequence[str | Path], embedder: Embedder | None = None, *
         bar.close()
     vectors = torch.from_numpy(rows)
     if flip:
-        return Embeddings(paths, vectors[:, :embedder.dim].contiguous(), errors, vectors[:, embedder.dim:].contiguous())
-    return Embeddings(paths, vectors, errors)
+        return Embeddings(paths, vectors[:, :embedder.dim].contiguous(), errors, vectors[:, embedder.dim:].contiguous(),
+                          computed)
+    return Embeddings(paths, vectors, errors, computed=computed)

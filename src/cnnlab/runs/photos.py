@@ -1,8 +1,9 @@
 """A photo folder's run: candidate backbones (and mirror images) each with a logistic-regression head whose L2 is
 chosen by cross-validation on the training photos; the winner saved as a run folder like any other, so
-evaluate/predict/explain/export/serve treat it alike. Its test photos are scored once, by the saved model's own fp32
-forward pass, so metrics.json is what `cnnlab evaluate` gets. The rule that sends a `train` here and the model's spec
-live in `cnnlab.train.transfer`.
+evaluate/predict/explain/export/serve treat it alike. Features stream from disk (`cnnlab.runs.photo_stream`): memory
+does not grow with the photos. Its test photos are scored once, from fp32 features through the saved head, what the
+saved model computes, so metrics.json is what `cnnlab evaluate` gets. The rule that sends a `train` here and the
+model's spec live in `cnnlab.train.transfer`.
 """
 from __future__ import annotations
 
@@ -18,25 +19,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from cnnlab.backbones.efficientnet_lite import EfficientNetLite
-from cnnlab.backbones.weights import load_pretrained, load_state_strict
-from cnnlab.datasets.folders.load import FolderDataset, stratified_split
+from cnnlab.datasets.folders.load import FolderFiles, stratified_split
 from cnnlab.runs import run_folder
+from cnnlab.runs.photo_stream import PhotoFeatures, held_out_logits, stream_features, with_mirrors
 from cnnlab.spec import layers as L
 from cnnlab.spec.build import new_module
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.fine_tune import FineTuneOptions, Photos, fine_tune
 from cnnlab.train.fit import History, resolve_device
 from cnnlab.train.head import Head, HeadOptions, fit_head
-from cnnlab.train.photo_features import (
-    cache_path,
-    crop_of,
-    feature_dtype,
-    fit_images,
-    fit_labels,
-    load_photos,
-    photo_features,
-)
+from cnnlab.train.photo_features import crop_of, fit_images, fit_labels, load_photos
 from cnnlab.train.transfer import BACKBONES, photo_spec
 
 # Per-photo feature cost relative to Lite2 at its size (bf16 fast copy, measured on 3,409 photos: Lite0 0.53);
@@ -54,8 +46,8 @@ class PhotoOptions:
     time or `min_seconds`, whichever is larger. flip: False leaves the "flip" steps out, True makes mirror images
     part of every candidate (no choice).
 
-    The default budget tries Lite2 alone: on 2 cores the saved model's fp32 test pass plus Lite2's fp32 features
-    already take ~0.75 of the practitioner's eager Lite0 time (clothing, measured 2026-12-04), and Lite0 would add
+    The default budget tries Lite2 alone: on 2 cores Lite2's fp32 features (the test photos' too) already take
+    ~0.6 of the practitioner's eager Lite0 time (clothing, measured 2026-12-04), and Lite0 would add
     ~0.25 more (x0.97 measured with it), while Lite2 won on every real collection measured (issue 22: +1-5 points).
     Raise `budget` (e.g. 3.0) to let cross-validation compare Lite0, mirror images and Lite1 too.
     """
@@ -100,18 +92,10 @@ class Candidate:
 class Chosen:
     """The winning candidate with what the rest of training needs, and every candidate's scores."""
     best: Candidate
-    data: FolderDataset
-    net: EfficientNetLite
-    rows: np.ndarray  # of fit_images(data): the head's photos
-    tune: np.ndarray  # of fit_images(data): --fine-tune's validation photos (empty without it)
+    feats: PhotoFeatures  # of the winner's backbone
+    rows: np.ndarray  # of feats.fit: the head's photos
+    tune: np.ndarray  # of feats.fit: --fine-tune's validation photos (empty without it)
     candidates: list[Candidate] = field(default_factory=list)
-
-
-def pretrained(variant: str) -> EfficientNetLite:
-    """The ImageNet network of `variant`, in eval mode."""
-    net = EfficientNetLite(variant, include_top=False)
-    load_state_strict(net, load_pretrained(variant))
-    return net.eval()
 
 
 def head_for(feats: dict[str, torch.Tensor], y: np.ndarray, k: int, flip: bool, options: HeadOptions,
@@ -125,18 +109,20 @@ def head_for(feats: dict[str, torch.Tensor], y: np.ndarray, k: int, flip: bool, 
                     groups=np.tile(np.arange(n), 2), scored=np.arange(2 * n) < n)
 
 
-def split_rows(data: FolderDataset, tuning: bool, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows the head is fitted on, rows --fine-tune validates on) of `fit_images(data)`; all and none without it."""
-    n_train, n = len(data.x_train), len(fit_labels(data))
+def split_rows(files: FolderFiles, fit: np.ndarray, tuning: bool, holdout: float, seed: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows the head is fitted on, rows --fine-tune validates on) of `fit` (positions of the files); all and
+    none without it."""
+    n_train, n = len(files.parts["train"]), len(fit)
     if not tuning:
         return np.arange(n), np.arange(0)
     if n > n_train:  # val/ beside test/ validates the fine-tune
         return np.arange(n_train), np.arange(n_train, n)
-    return stratified_split(fit_labels(data), holdout, seed)
+    return stratified_split(files.labels[fit], holdout, seed)
 
 
 def choose(path: str | os.PathLike, options: PhotoOptions, tuning: bool, device: torch.device, seed: int,
-           color: str, cache: bool, say: Callable[[str], None]) -> Chosen | None:
+           color: str, cache: bool, say: Callable[[str], None], progress: bool = True) -> Chosen | None:
     """The candidates `options` plans, within its time budget, each with a CV-fitted head; the one of lowest CV
     log loss (it rewards honest probabilities, accuracy alone does not). None when the photos are all gray."""
     chosen: Chosen | None = None
@@ -145,31 +131,31 @@ def choose(path: str | os.PathLike, options: PhotoOptions, tuning: bool, device:
     for step in options.planned():
         if candidates:
             variant = chosen.best.variant if step == "flip" else step
-            estimate = first_seconds * COST[variant] / COST[candidates[0].variant]
+            # mirror images: the files are decoded again and the network runs on both
+            estimate = first_seconds * COST[variant] / COST[candidates[0].variant] * (2 if step == "flip" else 1)
             if spent + estimate > max(options.budget * first_seconds, options.min_seconds):
                 skipped.append(f"{step} (~{estimate:.0f}s)")
                 continue
         tick = time.perf_counter()
         if step == "flip":
-            found = _candidate(chosen.data, chosen.net, chosen.best.variant, True, chosen.rows, path, options,
-                               device, seed, color, cache, say)
-            data, net, rows, tune = chosen.data, chosen.net, chosen.rows, chosen.tune
+            feats, rows, tune = with_mirrors(chosen.feats, cache, progress), chosen.rows, chosen.tune
         else:
-            data = load_photos(path, step, color, seed, cache)
-            if data.input_shape[-1] != 3:
+            feats = stream_features(path, step, color, seed, device, bool(options.flip), cache, progress)
+            if feats is None:
                 return None
-            if not candidates and data.report:
-                for line in data.report.lines():
+            if not candidates:
+                for line in feats.files.report.lines():
                     say(line)
-            rows, tune = split_rows(data, tuning, options.holdout, seed)
-            net = pretrained(step)
-            found = _candidate(data, net, step, bool(options.flip), rows, path, options, device, seed, color, cache, say)
+            rows, tune = split_rows(feats.files, feats.fit, tuning, options.holdout, seed)
+        flip = step == "flip" or bool(options.flip)
+        say(feats.line(flip))
+        found = _candidate(feats, flip, rows, options, seed)
         found.seconds = time.perf_counter() - tick
         first_seconds = first_seconds or found.seconds
         spent += found.seconds
         candidates.append(found)
         if chosen is None or found.log_loss < chosen.best.log_loss:
-            chosen = Chosen(found, data, net, rows, tune)
+            chosen = Chosen(found, feats, rows, tune)
     assert chosen is not None
     chosen.candidates = candidates
     say(f"choice by {chosen.best.head.cv.folds}-fold cross-validation on {len(chosen.rows):,} training photos "
@@ -179,15 +165,13 @@ def choose(path: str | os.PathLike, options: PhotoOptions, tuning: bool, device:
     return chosen
 
 
-def _candidate(data: FolderDataset, net: EfficientNetLite, variant: str, flip: bool, rows: np.ndarray,
-               path: str | os.PathLike, options: PhotoOptions, device: torch.device, seed: int, color: str,
-               cache: bool, say: Callable[[str], None]) -> Candidate:
-    """Features of `variant` (with mirror images when `flip`) and the head CV fits on them."""
-    store = cache_path(path, variant, color, feature_dtype(device)) if cache else None
-    feats = photo_features(fit_images(data), net, device, flip, store, say, f"EfficientNet-{variant.capitalize()}")
-    y = fit_labels(data)[rows]
-    head = head_for({k: f[rows] for k, f in feats.items()}, y, len(data.class_names), flip, options.head, seed)
-    return Candidate(variant, flip, head, 0.0)
+def _candidate(feats: PhotoFeatures, flip: bool, rows: np.ndarray, options: PhotoOptions, seed: int) -> Candidate:
+    """The head cross-validation fits on `feats` of the rows `rows` of its fit photos (with mirror images: `flip`)."""
+    at = torch.from_numpy(feats.fit[rows])
+    chosen = {"plain": feats.plain[at], **({"flip": feats.mirrored[at]} if flip else {})}
+    y = feats.files.labels[feats.fit[rows]]
+    head = head_for(chosen, y, len(feats.files.class_names), flip, options.head, seed)
+    return Candidate(feats.variant, flip, head, 0.0)
 
 
 class PhotoTrainingInterrupted(KeyboardInterrupt):
@@ -216,29 +200,30 @@ def stops_cleanly(out: Path) -> Iterator[None]:
 
 def train_photos(path: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, color: str = "auto",
                  options: PhotoOptions = PhotoOptions(), fine_tune_options: FineTuneOptions | None = None,
-                 cache: bool = True, say: Callable[[str], None] = print, device: str = "auto",
+                 cache: bool = True, say: Callable[[str], None] = print, device: str = "auto", progress: bool = True,
                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
     """Train the photo classifier of folder `path` into run folder `out`; None when the images turn out gray.
 
     `fine_tune_options`: after the head, train the top of the backbone too (`cnnlab.train.fine_tune`), validated
     on val/ (or a held-out part of train/) that the head and the choices then do not see; kept only when it
     lowered that validation loss. Ctrl-C or SIGTERM raise PhotoTrainingInterrupted and leave no run folder.
+    `progress`: a bar with the ETA of the features on stderr.
     """
     with stops_cleanly(Path(out)):
-        return _train_photos(path, out, seed, color, options, fine_tune_options, cache, say, device)
+        return _train_photos(path, out, seed, color, options, fine_tune_options, cache, say, device, progress)
 
 
 def _train_photos(path: str | os.PathLike, out: str | os.PathLike, seed: int, color: str, options: PhotoOptions,
                   fine_tune_options: FineTuneOptions | None, cache: bool, say: Callable[[str], None], device: str,
-                  ) -> tuple[Path, History, run_folder.Evaluation] | None:
+                  progress: bool) -> tuple[Path, History, run_folder.Evaluation] | None:
     started = time.perf_counter()
     torch.manual_seed(seed)
     where = resolve_device(device)
-    chosen = choose(path, options, fine_tune_options is not None, where, seed, color, cache, say)
+    chosen = choose(path, options, fine_tune_options is not None, where, seed, color, cache, say, progress)
     if chosen is None:
         return None
-    best, data = chosen.best, chosen.data
-    k = len(data.class_names)
+    best, files = chosen.best, chosen.feats.files
+    k = len(files.class_names)
     cv = best.head.cv
     say(f"head: Dense({k}, softmax), multinomial logistic regression on {len(chosen.rows) * (1 + best.flip):,} "
         f"pooled features by full-batch L-BFGS, L2 C {cv.c:.3g} by {cv.folds}-fold CV, refitted on all of them")
@@ -252,13 +237,16 @@ def _train_photos(path: str | os.PathLike, out: str | os.PathLike, seed: int, co
         "c": cv.c, "cv_folds": cv.folds, "cv_accuracy": cv.accuracy[cv.best], "cv_log_loss": best.log_loss,
         "fit_photos": int(len(chosen.rows)), "candidates": [c.to_dict() for c in chosen.candidates]}}
     spec = photo_spec(k, best.variant)
-    module.to(where)
     if fine_tune_options is not None:
-        spec = _fine_tune(chosen, module, fine_tune_options, seed, say, extra)
-    evaluation = run_folder.evaluate(module, spec, data.x_test, data.y_test, list(data.class_names), batch_size=64)
+        module.to(where)
+        spec = _fine_tune(path, color, seed, cache, chosen, module, fine_tune_options, say, extra)
+    tuned = module[0].net if spec.layers[0].trainable else None
+    test = files.parts["test"]
+    logits = held_out_logits(chosen.feats, dense, tuned, cache, progress)
+    evaluation = run_folder.evaluation_of(logits, files.labels[test], list(files.class_names))
     module.cpu()
     say(f"cross-validation estimate: accuracy {cv.accuracy[cv.best]:.4f}, log loss {best.log_loss:.4f}; "
-        f"test ({len(data.y_test):,} photos, the saved model in fp32): accuracy {evaluation.accuracy:.4f}, "
+        f"test ({len(test):,} photos, the saved model in fp32): accuracy {evaluation.accuracy:.4f}, "
         f"log loss {evaluation.loss:.4f}")
     config = TrainConfig(epochs=1, batch_size=max(1, len(chosen.rows)), lr=1.0, weight_decay=1.0 / cv.c,
                          schedule="constant", label_smoothing=0.0, seed=seed, device=str(where))
@@ -268,19 +256,24 @@ def _train_photos(path: str | os.PathLike, out: str | os.PathLike, seed: int, co
     seconds = time.perf_counter() - started
     extra["transfer"]["seconds"] = seconds
     name = f"efficientnet_{best.variant}-" + ("fine-tuned" if spec.layers[0].trainable else "transfer")
-    run_folder.write_run(Path(out), data, spec, module, config, history, evaluation, seconds, model_name=name,
+    run_folder.write_run(Path(out), files, spec, module, config, history, evaluation, seconds, model_name=name,
                          extra=extra)
     return Path(out), history, evaluation
 
 
-def _fine_tune(chosen: Chosen, module: torch.nn.Module, options: FineTuneOptions, seed: int,
-               say: Callable[[str], None], extra: dict[str, Any]) -> L.ModelSpec:
-    """The second stage on the chosen backbone; the spec to save (a trainable backbone when it paid)."""
-    images, labels = fit_images(chosen.data), fit_labels(chosen.data)
+def _fine_tune(path: str | os.PathLike, color: str, seed: int, cache: bool, chosen: Chosen, module: torch.nn.Module,
+               options: FineTuneOptions, say: Callable[[str], None], extra: dict[str, Any]) -> L.ModelSpec:
+    """The second stage on the chosen backbone, on its photos decoded into memory (the same files and order as
+    the features'); the spec to save (a trainable backbone when it paid)."""
+    data = load_photos(path, chosen.best.variant, color, seed, cache)
+    images, labels = fit_images(data), fit_labels(data)
+    if not np.array_equal(labels, chosen.feats.files.labels[chosen.feats.fit]):
+        raise ValueError(f"the files of {path} changed during training (the photos read for --fine-tune are not the "
+                         "ones whose features were computed); run it again")
     fit, val = Photos(images, labels, chosen.rows), Photos(images, labels, chosen.tune)
     where = f"{len(chosen.tune):,} photos the head did not see"
     net = module[0].net
     tuned = fine_tune(net, module[2].linear, fit, val, options, seed, say, where)
     extra["transfer"]["fine_tune"] = {**tuned.to_dict(), "lr": options.lr, "head_lr": options.head_lr,
                                       "batch_size": options.batch_size}
-    return photo_spec(len(chosen.data.class_names), chosen.best.variant, trainable=tuned.improved)
+    return photo_spec(len(chosen.feats.files.class_names), chosen.best.variant, trainable=tuned.improved)

@@ -42,6 +42,7 @@ from cnnlab.train.fit import (
 )
 
 if TYPE_CHECKING:
+    from cnnlab.datasets.folders.load import FolderFiles
     from cnnlab.train.checkpoints import Checkpointer
     from cnnlab.train.distributed import Distributed
 
@@ -131,12 +132,12 @@ def train_run(data: Dataset, spec: ModelSpec, config: TrainConfig, out: str | Pa
     return out, history, evaluation
 
 
-def write_run(out: Path, data: Dataset, spec: ModelSpec, module: torch.nn.Module, config: TrainConfig,
+def write_run(out: Path, data: Dataset | FolderFiles, spec: ModelSpec, module: torch.nn.Module, config: TrainConfig,
               history: History, evaluation: Evaluation, train_seconds: float, *, model_name: str = "model",
               figures: bool = True, extra: dict[str, Any] | None = None,
               steps: list[list[float]] | None = None) -> None:
-    """Write run folder `out` atomically: model file, config, history, metrics, summary and figures;
-    `steps` are the within-epoch points of the training curve (see `train_run`)."""
+    """Write run folder `out` atomically: model file, config, history, metrics, summary and figures (`data`: its
+    names, input shape and report; a photo run's `FolderFiles` has no pixels); `steps` are the within-epoch points of the training curve (see `train_run`)."""
     with atomic_dir(out) as tmp:
         model_file.save_model(tmp / model_file.MODEL_FILE, spec, module, list(data.class_names), preprocessing(data))
         model_file.write_json(tmp / "config.json", {
@@ -163,7 +164,7 @@ def write_figures(folder: Path, history: dict[str, list[float]], evaluation: Eva
     plots.save_png(plots.confusion(evaluation.confusion, class_names, normalize=True), folder / "confusion_normalized.png")
 
 
-def preprocessing(data: Dataset) -> dict[str, Any]:
+def preprocessing(data: Dataset | FolderFiles) -> dict[str, Any]:
     """What `predict` must do to a new image so that it looks like the training data (`model_file.model_preprocessing`)."""
     resize_to = getattr(getattr(data, "report", None), "resize_to", None)  # a folder read with a backbone's crop
     return model_file.model_preprocessing(data.input_shape, data.name, resize_to)

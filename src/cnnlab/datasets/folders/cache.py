@@ -1,4 +1,4 @@
-"""The caches of an image folder: decoded images (and a photo run's features), one .npz per folder and options.
+"""The caches of an image folder: decoded images, one .npz per folder and options.
 
 A cache must prove that it matches the files on disk before it answers. Each entry is keyed by every
 file's path, size, mtime_ns, ctime_ns and inode (`file_stamp`). Why these and not a content digest:

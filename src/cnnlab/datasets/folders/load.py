@@ -64,8 +64,7 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
     started = time.perf_counter()
     if image_size is not None:
         image_size = _check_size(image_size)
-    if color not in COLORS:
-        raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
+    color_choice(color, False)  # a bad colour stops it before any work
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction between 0 and 1, got {holdout!r}")
     if resize_to is not None:
@@ -82,8 +81,7 @@ def load_folder(path: str | os.PathLike, image_size: tuple[int, int] | None = No
         return _assemble_streamed(layout, files, *found, holdout, seed, True, stream_file, started)
     image_size, size_note = _plan_size(files, image_size, workers)
     if resize_to:
-        size_note = (f"image size {image_size[0]}x{image_size[1]}: the short side resized to {resize_to} (bicubic), "
-                     "then the centre crop, as the pretrained backbone saw its photos")
+        size_note = crop_note(image_size[0], resize_to)
     channels = 1 if color == "grayscale" else 3
     if stream or (stream is None and disk.should_stream(len(files), image_size, channels)):
         folder_cache.note_racy(stream_file)
@@ -227,14 +225,35 @@ def _decode_into(x: np.ndarray, files: list[tuple[str, int, Path]], image_size: 
             else:
                 x[i] = result[0]
                 all_gray &= result[1]
-    if color == "auto":
-        color = "grayscale" if all_gray else "rgb"
-        color_note = ("colour: grayscale (every image is gray; --color rgb keeps 3 channels)" if all_gray else
-                      "colour: rgb (some images have colour; --color grayscale converts them)")
-    else:
-        color_note = f"colour: {color} (as asked)"
+    color, color_note = color_choice(color, all_gray)
     return {"image_size": list(image_size), "size_note": size_note, "color": color, "color_note": color_note,
             "bad": {str(i): reason for i, reason in bad.items()}, **({"resize_to": resize_to} if resize_to else {})}
+
+
+def crop_note(size: int, resize_to: int) -> str:
+    return (f"image size {size}x{size}: the short side resized to {resize_to} (bicubic), then the centre crop, "
+            "as the pretrained backbone saw its photos")
+
+
+def color_choice(color: str, all_gray: bool) -> tuple[str, str]:
+    """(colour mode, the sentence that says why) for `color` as asked, `all_gray`: every usable image is gray."""
+    if color not in COLORS:
+        raise ValueError(f"color must be {', '.join(COLORS)}, got {color!r}")
+    if color != "auto":
+        return color, f"colour: {color} (as asked)"
+    if all_gray:
+        return "grayscale", "colour: grayscale (every image is gray; --color rgb keeps 3 channels)"
+    return "rgb", "colour: rgb (some images have colour; --color grayscale converts them)"
+
+
+def all_gray(paths: list[Path], image_size: tuple[int, int], resize_to: int | None = None) -> bool:
+    """Whether every usable file is gray as `load_folder`'s "auto" colour judges it (unusable ones do not count);
+    reads the files in order and stops at the first in colour, so a colour folder costs one decode."""
+    for path in paths:
+        result = _decode(path, image_size, "auto", resize_to)
+        if not isinstance(result, str) and not result[1]:
+            return False
+    return True
 
 
 def _check_memory(n: int, size: tuple[int, int], channels: int) -> None:
@@ -335,9 +354,43 @@ def _dataset(layout: Layout, files: list[tuple[str, int, Path]], xs: dict[str, n
              seconds: float) -> FolderDataset:
     y = np.array([label for _, label, _ in files], dtype=np.int64)
     ys = {name: y[idx] for name, idx in parts}
-    report = FolderReport(str(layout.root), "splits" if layout.split_folders else "classes", dict(layout.split_folders),
-                          test_from, tuple(meta["image_size"]), meta["size_note"], meta["color"], meta["color_note"],
-                          counts, bad_files, cached, str(cache_file) if cache_file else None, seconds,
-                          meta.get("resize_to"))
+    report = _report(layout, meta, counts, bad_files, test_from, cached, cache_file, seconds)
     return FolderDataset(str(layout.root), xs["train"], ys["train"], xs["test"], ys["test"], layout.class_names,
                          str(layout.root), x_val=xs.get("val"), y_val=ys.get("val"), report=report)
+
+
+def _report(layout: Layout, meta: dict[str, Any], counts: dict[str, dict[str, int]], bad_files: tuple[BadFile, ...],
+            test_from: str, cached: bool, cache_file: Path | None, seconds: float) -> FolderReport:
+    return FolderReport(str(layout.root), "splits" if layout.split_folders else "classes", dict(layout.split_folders),
+                        test_from, tuple(meta["image_size"]), meta["size_note"], meta["color"], meta["color_note"],
+                        counts, bad_files, cached, str(cache_file) if cache_file else None, seconds,
+                        meta.get("resize_to"))
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """An image folder's files in `load_folder`'s splits, without their pixels: for a stream of batches from disk."""
+    name: str
+    paths: list[Path]  # every candidate file, in the scan's order
+    labels: np.ndarray  # (N,) int64, of each path
+    parts: dict[str, np.ndarray]  # "train", "val" (only beside a test/), "test" -> positions in `paths`, as load_folder
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    report: FolderReport
+
+    @property
+    def source(self) -> str:
+        return self.name
+
+
+def split_files(layout: Layout, bad: dict[int, str], meta: dict[str, Any], holdout: float = 0.2, seed: int = 0,
+                cached: bool = False, cache_file: Path | None = None, seconds: float = 0.0) -> FolderFiles:
+    """`layout`'s files split exactly as `load_folder` splits the images it decoded, given the files that could not
+    be used (`bad`: position in `layout.files()` -> reason) and the `meta` it would keep (image_size, size_note,
+    color, color_note, resize_to)."""
+    files = layout.files()
+    parts, counts, bad_files, test_from = _arrange(layout, files, {**meta, "bad": bad}, holdout, seed)
+    report = _report(layout, meta, counts, bad_files, test_from, cached, cache_file, seconds)
+    channels = 1 if meta["color"] == "grayscale" else 3
+    return FolderFiles(str(layout.root), [p for _, _, p in files], np.array([y for _, y, _ in files], dtype=np.int64),
+                       dict(parts), layout.class_names, (*meta["image_size"], channels), report)
