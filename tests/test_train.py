@@ -60,7 +60,7 @@ def test_one_fast_step_equals_the_plain_step(small):
     xb, yb = x[:64], y[:64]
     fast, plain = seed_module(), seed_module()
     fit(fast, xb, yb, TrainConfig(epochs=1, batch_size=64, lr=1e-3, label_smoothing=0.0, shuffle=False, seed=0,
-                                  precision="fp32"))
+                                  precision="fp32", device="cpu"))  # the plain step below runs on the CPU
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3, eps=1e-7)
     inputs = torch.tensor(xb, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
     loss = F.cross_entropy(plain(inputs), torch.tensor(yb))

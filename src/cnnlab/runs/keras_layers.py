@@ -120,6 +120,10 @@ def _read_batchnorm(opts: Options, shape: L.Shape) -> L.Layer:
     return L.BatchNormalization(opts.get("momentum", 0.99), opts.get("epsilon", 1e-3), name=opts.name)
 
 
+def _read_rescaling(opts: Options, shape: L.Shape) -> L.Layer:
+    return L.Rescaling(opts.get("scale"), opts.get("offset", 0.0), name=opts.name)
+
+
 def _read_activation(opts: Options, shape: L.Shape) -> L.Layer:
     return L.Activation(read_activation(opts) or "linear", name=opts.name)
 
@@ -167,7 +171,11 @@ def _batchnorm_config(spec: L.BatchNormalization) -> dict[str, Any]:
 
 def layer_config(spec: L.Layer, name: str, input_shape: L.Shape | list[L.Shape]) -> dict[str, Any]:
     """The serialised Keras layer, `{"module": "keras.layers", "class_name": ..., "config": ...}`."""
-    conv = CONVERTERS[spec.type]
+    conv = CONVERTERS.get(spec.type)
+    if conv is None:
+        raise ValueError(f"a .keras file cannot hold the {spec.type} layer {name!r} yet (it holds "
+                         f"{', '.join(sorted(CONVERTERS))}); save the model as .safetensors instead "
+                         "(model.save('model.safetensors')), which every cnnlab command reads")
     config = {"name": name, "trainable": spec.trainable, "dtype": _DTYPE, **conv.write(spec)}
     out: dict[str, Any] = {"module": "keras.layers", "class_name": spec.type, "config": config,
                            "registered_name": None}
@@ -251,6 +259,8 @@ CONVERTERS: dict[str, Converter] = {
     "BatchNormalization": Converter(_read_batchnorm, _batchnorm_config, _vectors_to_keras, _vectors_to_torch,
                                     build_config=True, variables=("gamma", "beta", "moving_mean", "moving_variance")),
     "Activation": Converter(_read_activation, lambda spec: {"activation": spec.activation}),
+    # a scale of the 0-255 pixels, as Keras's Rescaling on its raw input (cnnlab.spec.build keeps that meaning)
+    "Rescaling": Converter(_read_rescaling, lambda spec: {"scale": spec.scale, "offset": spec.offset}),
     "Add": Converter(_read_merge(M.Add), lambda spec: {}, build_config=True),
     "Concatenate": Converter(_read_merge(M.Concatenate), lambda spec: {"axis": -1}, build_config=True),
     **{unit.spec.__name__: unit.keras for unit in UNITS},
