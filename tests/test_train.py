@@ -22,7 +22,7 @@ def seed_module(seed=0):
 
 
 def weights(module):
-    return torch.cat([p.detach().flatten() for p in module.parameters()])
+    return torch.cat([p.detach().cpu().flatten() for p in module.parameters()])  # wherever fit put it
 
 
 def test_seeded_runs_repeat_exactly(small):
