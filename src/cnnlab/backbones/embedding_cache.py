@@ -13,7 +13,6 @@ changed stay behind as dead rows (they can never match again); delete the folder
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import os
@@ -24,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnlab.fsutil import RACY_NS, atomic_write_bytes
+from cnnlab.fsutil import RACY_NS, atomic_write_bytes, file_sha256
 
 CHUNK_ROWS = 256  # rows a chunk file (the caller flushes whole batches at this): at most this many are lost when a run is killed
 
@@ -40,14 +39,10 @@ def file_key(path: Path) -> str | None:
         return None
     key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}|{st.st_ino}"
     if max(st.st_mtime_ns, st.st_ctime_ns) >= time.time_ns() - RACY_NS:
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-        except OSError:
+        digest = file_sha256(path)
+        if digest is None:
             return None
-        key += f"|sha256:{digest.hexdigest()}"
+        key += f"|sha256:{digest}"
     return key
 
 

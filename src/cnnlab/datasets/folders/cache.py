@@ -31,7 +31,7 @@ import numpy as np
 
 from cnnlab.datasets.download import cache_dir
 from cnnlab.datasets.folders.scan import Layout
-from cnnlab.fsutil import RACY_NS, atomic_path, atomic_write_text
+from cnnlab.fsutil import RACY_NS, atomic_path, atomic_write_text, file_sha256
 
 CACHE_VERSION = 3  # 2: JPEGs decoded at a reduced scale where the model input allows; 3: ctime and inode in the key
 _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)  # np.load of a broken .npz
@@ -57,14 +57,7 @@ def _changed_ns(path: Path) -> int:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    except OSError:
-        return "missing"
-    return h.hexdigest()
+    return file_sha256(path) or "missing"
 
 
 def cache_file(layout: Layout, files: list[tuple[str, int, Path]], options: dict[str, Any]) -> Path:
