@@ -158,7 +158,8 @@ def optimize_for_inference(model: EfficientNetLite, dtype: torch.dtype | None = 
     ``mkldnn_fusion_works``). Feed it ``scale_batch(images, dtype)`` (channels_last already). The copy
     keeps the module names (``stages[i]`` hooks still work) but its convs are ``FusedConv``s.
 
-    Lite0 features at 224, batch 32, 2 shared Sapphire Rapids cores (AMX), images/s. The machine's load
+    Lite0 features at 224, batch 32, images/s, on an earlier machine of this project (2 shared Sapphire Rapids
+    cores with AMX; later ones were AMD EPYC with AVX512-BF16 and no AMX). The machine's load
     moves absolute numbers 3x, so compare within one run (bench/photos.py interleaves): reference eager
     fp32 NCHW 1.0x; ours plain ~1.2x; + inference_mode ~1.4x; + folded BN ~1.5x; + channels_last
     ~2-2.7x; + in-place ReLU6 ~+3%; + oneDNN post-ops (ReLU6, skip add) ~+20%, one-pass padding
