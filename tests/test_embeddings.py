@@ -130,3 +130,13 @@ def test_a_file_rewritten_within_its_clock_tick_gets_a_new_key(tmp_path, monkeyp
     assert before != embedding_cache.file_key(path) and "sha256:" in before
     monkeypatch.setattr(embedding_cache, "RACY_NS", 0)  # long after the change: the stamps alone
     assert "sha256:" not in embedding_cache.file_key(path)
+
+
+def test_plain_embeddings_read_the_rows_an_audit_cached_with_mirror_images(embedder, photos, tmp_path, monkeypatch):
+    """`similar` after `data check`: the audit's rows (plain + mirrored) answer a plain request, none computed."""
+    monkeypatch.setattr(embeddings, "cache_folder", lambda e, flip: tmp_path / ("flip" if flip else "plain"))
+    audited = embeddings.embed_files(photos[:4], embedder, flip=True, progress=False)
+    plain = embeddings.embed_files(photos, embedder, progress=False)
+    assert audited.computed == 4 and plain.computed == 0  # the broken file is tried again and fails again
+    assert torch.equal(plain.vectors[:4], audited.vectors) and list(plain.errors) == [4]
+    assert embeddings.embed_files(photos[:4], embedder, progress=False).computed == 0  # read from them again

@@ -116,6 +116,25 @@ def cache_folder(embedder: Embedder, flip: bool) -> Path:
     return cache_dir() / "embeddings" / (embedder.name + ("+flip" if flip else ""))
 
 
+def _fill_from_mirrored(embedder: Embedder, keys: list[str | None], rows: np.ndarray, found: np.ndarray,
+                        slice_rows: int = 4096) -> np.ndarray:
+    """Rows of `keys` not yet `found` read from the cache of rows with mirror images (their first half is the
+    plain embedding), a slice at a time so the wide rows never take more than `slice_rows` x 2D floats."""
+    folder = cache_folder(embedder, flip=True)
+    extra = np.zeros(len(keys), dtype=bool)
+    if not folder.is_dir():
+        return extra
+    wide_cache = EmbeddingCache(folder, 2 * embedder.dim)
+    missing = np.flatnonzero(~found)
+    for start in range(0, len(missing), slice_rows):
+        part = missing[start:start + slice_rows]
+        wide = np.zeros((len(part), 2 * embedder.dim), dtype=np.float32)
+        hit = wide_cache.fill([keys[i] for i in part], wide)
+        rows[part[hit]] = wide[hit, :embedder.dim]
+        extra[part[hit]] = True
+    return extra
+
+
 def embed_files(files: Sequence[str | Path], embedder: Embedder | None = None, *, flip: bool = False,
                 batch_size: int = 32, cache: Path | bool = True, progress: bool = True,
                 stream: Any = None, workers: int | None = None) -> Embeddings:
@@ -132,6 +151,8 @@ def embed_files(files: Sequence[str | Path], embedder: Embedder | None = None, *
     store = None if cache is False else EmbeddingCache(
         cache_folder(embedder, flip) if cache is True else Path(cache), width)
     found = store.fill(keys, rows) if store else np.zeros(len(paths), bool)
+    if store and cache is True and not flip:  # rows `data check` cached with their mirror images hold these too
+        found |= _fill_from_mirrored(embedder, keys, rows, found)
     todo = np.flatnonzero(~found)
     errors: dict[int, str] = {}
     computed = 0

@@ -9,7 +9,6 @@ from typing import Any
 
 from cnnlab.backbones.search import Match, nearest
 from cnnlab.datasets.image_walk import image_paths
-from cnnlab.runs import embeddings
 from cnnlab.runs.embeddings import Embedder, backbone_embedder, embed_files, run_embedder
 from cnnlab.runs.open_model import open_model
 from cnnlab.runs.pretrained import PRETRAINED, is_pretrained_name
@@ -35,9 +34,7 @@ def similar_images(run: str | os.PathLike, image: str | os.PathLike, folder: str
     files, _ = image_paths([folder])
     me = os.path.abspath(image)
     files = [f for f in files if os.path.abspath(f) != me]
-    # After a `data check` the rows with mirror images are cached: read those rather than embed again.
-    audited = embeddings.cache_folder(embedder, flip=True).is_dir()
-    found = embed_files(files, embedder, flip=audited, progress=progress, stream=stream)
+    found = embed_files(files, embedder, progress=progress, stream=stream)  # reads what `data check` cached too
     ok = found.ok
     rows = [i for i in range(len(files)) if ok[i]]
     hits = nearest(query.vectors[0], found.vectors[ok], k)
