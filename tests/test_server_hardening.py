@@ -65,10 +65,10 @@ def test_examples_evaluate_the_test_set_once_and_predictions_go_on_meanwhile(tra
     served = Served(trained, trained.name)
     seen: list[int] = []
 
-    def slow_evaluation(module, inputs, output):  # 1 ms an image: the whole test set takes seconds
+    def slow_evaluation(module, inputs, output):  # 3 ms an image: the 2,000 test images take 6 s
         if inputs[0].shape[0] > 1:
             seen.append(inputs[0].shape[0])
-            time.sleep(0.001 * inputs[0].shape[0])
+            time.sleep(0.003 * inputs[0].shape[0])
 
     served.model.module.register_forward_hook(slow_evaluation)
     data = DataStore()
@@ -82,7 +82,9 @@ def test_examples_evaluate_the_test_set_once_and_predictions_go_on_meanwhile(tra
         answers = [f.result(timeout=120) for f in first]
     assert sum(seen) == served.metrics["n_test"], f"the test images were evaluated {sum(seen)} times in all"
     assert all(a == answers[0] for a in answers) and answers[0]["count"] > 0
-    assert predict_s < 1.0, f"a prediction waited {predict_s:.2f} s for the examples' evaluation"
+    # blocked behind the whole evaluation it would wait ~5.5 s; between two batches of 256, under 1 s on a quiet
+    # machine (2.5: a loaded CI machine once took 1.26 s at a third of this test's sleep)
+    assert predict_s < 2.5, f"a prediction waited {predict_s:.2f} s for the examples' evaluation"
 
 
 # --- decodes admitted against a memory budget (item 5) ---------------------------------------------------
