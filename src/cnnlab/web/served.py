@@ -5,12 +5,13 @@ pretrained classifier such as `imagenet`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -45,9 +46,27 @@ class Served:
         has_history = self._optional(folder, "history.json") is not None
         self.history: dict[str, list[float]] | None = run_folder.read_history(folder) if has_history else None
         self._lock = threading.Lock()
+        self._asking = 0  # requests waiting for the module: the examples' background evaluation lets them go first
+        self._asking_lock = threading.Lock()
         self._inputs: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # x, y, pred, prob
         self._test_once = threading.Lock()
+
+    @contextlib.contextmanager
+    def _module(self) -> Iterator[None]:
+        """The module for a request: counted while it waits, so the background evaluation, which takes the
+        module batch by batch, leaves it the next turn (a Lock is not fair: its releaser may take it again)."""
+        with self._asking_lock:
+            self._asking += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._asking_lock:
+                self._asking -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _optional(folder: Path | None, file: str) -> dict[str, Any] | None:
@@ -77,7 +96,7 @@ class Served:
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(N, H, W, C) prepared inputs -> (N, classes) probabilities and an id per input for `maps`."""
         ids = [hashlib.sha256(x.tobytes()).hexdigest()[:16] for x in images]
-        with self._lock:
+        with self._module():
             probs = predictions.class_probabilities(self.model.module, images)
             for image_id, x, row in zip(ids, images, probs):
                 self._inputs[image_id] = (x, row)  # the probabilities too: Grad-CAM names the predicted class
@@ -106,7 +125,7 @@ class Served:
     def maps(self, image_id: str) -> dict[str, Any]:
         """Response maps of every spatial layer (a backbone: of its stages) for an input predicted before,
         as viridis mosaics of at most `encode.MAX_TILES` channels."""
-        with self._lock:
+        with self._module():
             maps = explain.feature_maps(self.model.module, self._recent(image_id)[0])
         rows = {r["name"]: r for r in summary_dict(self.model.spec)["layers"]}
         stages = explain.backbone_stages(self.model.module)  # maps the summary has no row for
@@ -122,7 +141,7 @@ class Served:
     def grad_cam(self, image_id: str, class_index: int | None = None) -> dict[str, Any]:
         """Grad-CAM of an input predicted before, for a class (default: the predicted one), as a jet PNG of its size."""
         started = time.perf_counter()
-        with self._lock:
+        with self._module():
             x, probs = self._recent(image_id)
             index = int(probs.argmax()) if class_index is None else class_index
             heat = explain.grad_cam(self.model.module, x, index)  # a ValueError names a class out of range
@@ -167,7 +186,9 @@ class Served:
         x, y = dataset.x_test[:n], dataset.y_test[:n]
         chunks = []
         for start in range(0, len(x), EXAMPLES_BATCH):
-            with self._lock:  # per batch: a prediction waits for one batch, not for the whole test set
+            while self._asking:  # requests first: a prediction waits for one batch at most, never the test set
+                time.sleep(0.001)
+            with self._lock:
                 chunks.append(predictions.class_probabilities(self.model.module, x[start:start + EXAMPLES_BATCH]))
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.model.class_names)), np.float32)
         pred = probs.argmax(1)
