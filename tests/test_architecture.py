@@ -16,10 +16,12 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Every cnnlab module `path` imports, at the top or inside functions; `from pkg import mod` names `mod`."""
+def _imports(path: Path, modules: dict[str, Path], type_hints: bool = False) -> set[str]:
+    """Every cnnlab module `path` imports, at the top or inside functions; `from pkg import mod` names `mod`.
+    `type_hints`: the imports under `if TYPE_CHECKING:` too (a cycle for type hints is still a cycle)."""
     deps = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree) if type_hints else _runtime_nodes(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnnlab":
             subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
             deps.update(subs if len(subs) == len(node.names) else [node.module, *subs])
@@ -110,21 +112,9 @@ BASE = ("cnnlab.errors", "cnnlab.fsutil", "cnnlab.tensor_file", "cnnlab.backend"
 CORE = ("datasets", "spec", "backbones", "train", "runs", "explain")
 
 
-def _all_imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Like `_imports`, with the imports under `if TYPE_CHECKING:` too: a cycle for type hints is still a cycle."""
-    deps = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnnlab":
-            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
-            deps.update(subs if len(subs) == len(node.names) else [node.module, *subs])
-        elif isinstance(node, ast.Import):
-            deps.update(a.name for a in node.names if a.name in modules)
-    return deps
-
-
 def _full_graph() -> dict[str, set[str]]:
     modules = _modules()
-    return {name: {d for d in _all_imports(path, modules) if d != name and not name.startswith(d + ".")}
+    return {name: {d for d in _imports(path, modules, type_hints=True) if d != name and not name.startswith(d + ".")}
             for name, path in modules.items()}
 
 
